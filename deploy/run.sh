@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs whatever is missing on a Debian machine, then runs one thing.
+#
+#   bash deploy/run.sh serve [flags]   install runtime needs, start the daemon
+#   bash deploy/run.sh test  [pytest]  install dev needs too, run lint + tests
+#   bash deploy/run.sh install         install runtime needs only (images)
+#
+# Every step is skipped when its inputs have not changed since the last run
+# (stamps under .venv/), so a second call starts in about a second.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="${SANDBOX_VENV:-$root/.venv}"
+mode="${1:-serve}"
+[ $# -gt 0 ] && shift
+
+say() { printf '[run.sh] %s\n' "$*" >&2; }
+
+stamp_ok() {  # stamp_ok NAME HASH: true when NAME was last done for HASH
+    [ -f "$venv/.stamp-$1" ] && [ "$(cat "$venv/.stamp-$1")" = "$2" ]
+}
+stamp_set() { echo "$2" >"$venv/.stamp-$1"; }
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "apt: installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+python_env() {  # python_env EXTRAS
+    local extras="$1"
+    [ -x "$venv/bin/python" ] || { say "creating $venv"; python3 -m venv "$venv"; }
+    local want
+    want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
+    if ! stamp_ok pip "$want"; then
+        say "pip: installing the project${extras:+ with [$extras]}"
+        "$venv/bin/pip" install -q --upgrade pip >/dev/null
+        "$venv/bin/pip" install -q -e ".${extras:+[$extras]}"
+        stamp_set pip "$want"
+    fi
+}
+
+gen_proto() {
+    # Stubs are generated, never committed: they always match the installed
+    # protobuf runtime. The -I mapping makes their imports `worker.pb.*`.
+    local want
+    want="$(cat proto/*.proto | sha256sum | cut -c1-16)"
+    if stamp_ok proto "$want" && [ -f worker/pb/sandbox_pb2.py ]; then return 0; fi
+    [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import grpc_tools" 2>/dev/null \
+        || "$venv/bin/pip" install -q "grpcio-tools>=1.85,<2"
+    mkdir -p worker/pb
+    "$venv/bin/python" -m grpc_tools.protoc -Iworker/pb=proto \
+        --python_out=. --pyi_out=. --grpc_python_out=. proto/sandbox.proto
+    printf '"""Generated from proto/ by deploy/run.sh; do not edit."""\n' >worker/pb/__init__.py
+    stamp_set proto "$want"
+}
+
+npm_env() {  # npm_env DIR: install a pinned package-lock
+    local dir="$1" want
+    [ -f "$dir/package-lock.json" ] || return 0
+    want="$(cat "$dir/package-lock.json" | sha256sum | cut -c1-16)"
+    if stamp_ok "npm-$(basename "$dir")" "$want" && [ -d "$dir/node_modules" ]; then return 0; fi
+    say "npm: installing $dir"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+    stamp_set "npm-$(basename "$dir")" "$want"
+}
+
+runtime() {
+    apt_install chromium chromium-headless-shell libnss3-tools
+    python_env "${1:-}"
+    gen_proto
+}
+
+case "$mode" in
+    install)
+        runtime
+        ;;
+    serve)
+        runtime
+        exec "$venv/bin/sandbox-worker" serve "$@"
+        ;;
+    test)
+        apt_install nodejs npm
+        runtime dev
+        npm_env tests/js
+        say "ruff"
+        "$venv/bin/ruff" check .
+        "$venv/bin/ruff" format --check .
+        say "mypy"
+        "$venv/bin/mypy"
+        say "pytest"
+        exec "$venv/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: deploy/run.sh serve|test|install [args]" >&2
+        exit 2
+        ;;
+esac

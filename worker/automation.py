@@ -1,0 +1,102 @@
+"""The automation endpoint: CDP over websocket, one URL per session.
+
+`/browser-streams/{browserId}/sessions/{sessionId}/automation`, guarded by
+the session's token, sent as `Authorization: Bearer <token>` or, for clients
+that cannot set headers, as the query parameter `token`. Refusals happen in
+the HTTP handshake (404 unknown session, 401 bad token, 403 stream disabled),
+so a refused client never reaches the browser. Tokens are compared in
+constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import re
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from worker.manager import SessionManager
+from worker.model import DISABLED
+from worker.session import Session
+
+log = structlog.get_logger(__name__)
+
+PATH = re.compile(r"/browser-streams/([^/]+)/sessions/([^/]+)/automation/?")
+
+
+def endpoint_path(browser_id: str, session_id: str) -> str:
+    return f"/browser-streams/{browser_id}/sessions/{session_id}/automation"
+
+
+def presented_token(request: Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    values = parse_qs(urlsplit(request.path).query).get("token", [])
+    return values[0] if values else ""
+
+
+class AutomationServer:
+    def __init__(self, manager: SessionManager) -> None:
+        self._manager = manager
+        self._server: Server | None = None
+        self.rejected: collections.Counter[str] = collections.Counter()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port."""
+        config = self._manager.config
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._authorize,
+            max_size=config.max_client_message_bytes,
+            # Screenshots are already compressed; deflating them costs CPU
+            # on the daemon's loop for nothing.
+            compression=None,
+            max_queue=64,
+        )
+        sockname = next(iter(self._server.sockets)).getsockname()
+        return int(sockname[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _session_for(self, request: Request) -> Session | None:
+        match = PATH.fullmatch(urlsplit(request.path).path)
+        if match is None:
+            return None
+        return self._manager.stream_session(match.group(1), match.group(2))
+
+    def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
+        session = self._session_for(request)
+        if session is None:
+            return self._refuse(connection, HTTPStatus.NOT_FOUND, "no such live session")
+        token = presented_token(request)
+        if not token or not hmac.compare_digest(token.encode(), session.token.encode()):
+            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+        if session.record.stream_status == DISABLED:
+            return self._refuse(connection, HTTPStatus.FORBIDDEN, "automation stream disabled")
+        return None
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:
+        self.rejected[status.phrase] += 1
+        log.info("automation.refused", status=int(status), reason=why)
+        return connection.respond(status, why + "\n")
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None  # set once the handshake passed
+        session = self._session_for(connection.request)
+        if session is None or session.mux is None:
+            await connection.close(1011, "session ended")
+            return
+        session.log.info("automation.connected", clients=len(session.mux.clients) + 1)
+        await session.mux.serve(connection)
+        session.log.info("automation.disconnected", clients=len(session.mux.clients))

@@ -1,0 +1,282 @@
+"""`sandbox-worker`: run the daemon, or drive a running one over gRPC.
+
+    sandbox-worker serve [--state-dir DIR] [--grpc-listen H:P] ...
+    sandbox-worker session start|get|list|stop|stream ... [--json] [--target H:P]
+    sandbox-worker browser create|get|list|delete ...      [--json] [--target H:P]
+    sandbox-worker status                                  [--json] [--target H:P]
+
+`--json` prints the API's answer as JSON (camelCase, like the hosted API);
+without it a short human summary. Errors go to stderr with the gRPC code,
+and the exit status is 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from worker import logs, server
+from worker.config import Config, ConfigError
+from worker.model import DEFAULT_BROWSER_ID
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as err:
+        print(f"sandbox-worker: {err}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as err:
+        print(f"sandbox-worker: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+
+
+# ------------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = Config.from_env(
+        os.environ,
+        state_dir=args.state_dir,
+        grpc_listen=args.grpc_listen,
+        automation_listen=args.automation_listen,
+        public_automation_url=args.public_automation_url,
+        max_sessions=args.max_sessions,
+        default_flavour=args.default_flavour,
+        drain_timeout_s=args.drain_timeout,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        ready_file=args.ready_file,
+    )
+    logs.configure(config.log_format, config.log_level)
+    asyncio.run(server.serve(config))
+    return 0
+
+
+# ------------------------------------------------------------------- clients
+
+
+def _stubs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    channel = grpc.insecure_channel(args.target)
+    return (
+        pb_grpc.BrowserSessionsStub(channel),
+        pb_grpc.BrowsersStub(channel),
+        pb_grpc.WorkerStub(channel),
+    )
+
+
+def _emit(args: argparse.Namespace, message: Any, human: Callable[[Any], str]) -> int:
+    if args.json:
+        print(json.dumps(MessageToDict(message), indent=2))
+    else:
+        print(human(message))
+    return 0
+
+
+def _session_line(s: Any) -> str:
+    status = pb.SessionStatus.Name(s.status)
+    if s.termination_reason:
+        status += f" ({pb.TerminationReason.Name(s.termination_reason)})"
+    return f"{s.session_id}  {status:<26} {s.name or '-'}"
+
+
+def _session_human(s: Any) -> str:
+    lines = [_session_line(s), f"  automation: {s.streams.automation_stream.stream_endpoint}"]
+    if s.streams.automation_stream.token:
+        lines.append(f"  token:      {s.streams.automation_stream.token}")
+    return "\n".join(lines)
+
+
+def _session_start(args: argparse.Namespace) -> int:
+    sessions, _, _ = _stubs(args)
+    request = pb.StartBrowserSessionRequest(
+        browser_identifier=args.browser,
+        name=args.name,
+        session_timeout_seconds=args.timeout,
+        client_token=args.client_token,
+    )
+    if args.viewport:
+        width, _, height = args.viewport.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise ConfigError("--viewport: expected WIDTHxHEIGHT, e.g. 1280x720")
+        request.view_port.CopyFrom(pb.ViewPort(width=int(width), height=int(height)))
+    return _emit(args, sessions.StartBrowserSession(request), _session_human)
+
+
+def _session_get(args: argparse.Namespace) -> int:
+    sessions, _, _ = _stubs(args)
+    request = pb.GetBrowserSessionRequest(browser_identifier=args.browser, session_id=args.id)
+    return _emit(args, sessions.GetBrowserSession(request), _session_human)
+
+
+def _session_list(args: argparse.Namespace) -> int:
+    sessions, _, _ = _stubs(args)
+    request = pb.ListBrowserSessionsRequest(
+        browser_identifier=args.browser,
+        max_results=args.max_results,
+        next_token=args.next_token,
+        status=pb.SessionStatus.Value(args.status) if args.status else 0,
+    )
+    answer = sessions.ListBrowserSessions(request)
+    return _emit(
+        args,
+        answer,
+        lambda a: "\n".join([_session_line(s) for s in a.items] or ["(no sessions)"])
+        + (f"\nnext: {a.next_token}" if a.next_token else ""),
+    )
+
+
+def _session_stop(args: argparse.Namespace) -> int:
+    sessions, _, _ = _stubs(args)
+    request = pb.StopBrowserSessionRequest(browser_identifier=args.browser, session_id=args.id)
+    return _emit(args, sessions.StopBrowserSession(request), _session_line)
+
+
+def _session_stream(args: argparse.Namespace) -> int:
+    sessions, _, _ = _stubs(args)
+    status = pb.ENABLED if args.state == "enable" else pb.DISABLED
+    request = pb.UpdateBrowserStreamRequest(
+        browser_identifier=args.browser,
+        session_id=args.id,
+        stream_update=pb.StreamUpdate(
+            automation_stream_update=pb.AutomationStreamUpdate(stream_status=status)
+        ),
+    )
+    return _emit(args, sessions.UpdateBrowserStream(request), _session_human)
+
+
+def _browser_line(b: Any) -> str:
+    return f"{b.browser_id}  {pb.BrowserFlavour.Name(b.flavour):<15} {b.description}"
+
+
+def _browser_create(args: argparse.Namespace) -> int:
+    _, browsers, _ = _stubs(args)
+    request = pb.CreateBrowserRequest(
+        name=args.name,
+        description=args.description,
+        flavour=pb.BrowserFlavour.Value(args.flavour.upper().replace("-", "_")),
+    )
+    return _emit(args, browsers.CreateBrowser(request), _browser_line)
+
+
+def _browser_get(args: argparse.Namespace) -> int:
+    _, browsers, _ = _stubs(args)
+    return _emit(
+        args, browsers.GetBrowser(pb.GetBrowserRequest(browser_id=args.id)), _browser_line
+    )
+
+
+def _browser_list(args: argparse.Namespace) -> int:
+    _, browsers, _ = _stubs(args)
+    answer = browsers.ListBrowsers(pb.ListBrowsersRequest(max_results=args.max_results))
+    return _emit(args, answer, lambda a: "\n".join(_browser_line(b) for b in a.browsers))
+
+
+def _browser_delete(args: argparse.Namespace) -> int:
+    _, browsers, _ = _stubs(args)
+    request = pb.DeleteBrowserRequest(browser_id=args.id)
+    return _emit(args, browsers.DeleteBrowser(request), _browser_line)
+
+
+def _status(args: argparse.Namespace) -> int:
+    _, _, worker = _stubs(args)
+    answer = worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    return _emit(
+        args,
+        answer,
+        lambda s: f"{s.worker_id} v{s.version}: {s.sessions_in_use}/{s.capacity} sessions"
+        + (" (draining)" if s.draining else ""),
+    )
+
+
+# ------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandbox-worker", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon (settings: SANDBOX_* env)")
+    serve.add_argument("--state-dir", type=Path)
+    serve.add_argument("--grpc-listen", metavar="HOST:PORT")
+    serve.add_argument("--automation-listen", metavar="HOST:PORT")
+    serve.add_argument("--public-automation-url", metavar="URL")
+    serve.add_argument("--max-sessions", type=int)
+    serve.add_argument("--default-flavour", choices=["chromium", "headless-shell"])
+    serve.add_argument("--drain-timeout", type=float, metavar="SECONDS")
+    serve.add_argument("--log-format", choices=["auto", "json", "console"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--ready-file", type=Path, help="write bound addresses here as JSON")
+    serve.set_defaults(run=_serve)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--target", default=os.environ.get("SANDBOX_TARGET", DEFAULT_TARGET), metavar="H:P"
+    )
+    client.add_argument("--json", action="store_true", help="print the answer as JSON")
+    with_browser = argparse.ArgumentParser(add_help=False, parents=[client])
+    with_browser.add_argument("--browser", default=DEFAULT_BROWSER_ID, metavar="BROWSER_ID")
+
+    session = commands.add_parser("session", help="start, inspect and stop sessions")
+    verbs = session.add_subparsers(metavar="VERB", required=True)
+    start = verbs.add_parser("start", parents=[with_browser])
+    start.add_argument("--name", default="")
+    start.add_argument("--timeout", type=int, default=0, metavar="SECONDS")
+    start.add_argument("--viewport", metavar="WxH")
+    start.add_argument("--client-token", default="")
+    start.set_defaults(run=_session_start)
+    for name, run in (("get", _session_get), ("stop", _session_stop)):
+        verb = verbs.add_parser(name, parents=[with_browser])
+        verb.add_argument("id", metavar="SESSION_ID")
+        verb.set_defaults(run=run)
+    listing = verbs.add_parser("list", parents=[with_browser])
+    listing.add_argument("--status", choices=["READY", "TERMINATED"])
+    listing.add_argument("--max-results", type=int, default=0)
+    listing.add_argument("--next-token", default="")
+    listing.set_defaults(run=_session_list)
+    stream = verbs.add_parser("stream", parents=[with_browser], help="enable/disable automation")
+    stream.add_argument("id", metavar="SESSION_ID")
+    stream.add_argument("state", choices=["enable", "disable"])
+    stream.set_defaults(run=_session_stream)
+
+    browser = commands.add_parser("browser", help="create and manage browsers")
+    bverbs = browser.add_subparsers(metavar="VERB", required=True)
+    create = bverbs.add_parser("create", parents=[client])
+    create.add_argument("name")
+    create.add_argument("--flavour", choices=["chromium", "headless-shell"], default="chromium")
+    create.add_argument("--description", default="")
+    create.set_defaults(run=_browser_create)
+    for name, run in (("get", _browser_get), ("delete", _browser_delete)):
+        verb = bverbs.add_parser(name, parents=[client])
+        verb.add_argument("id", metavar="BROWSER_ID")
+        verb.set_defaults(run=run)
+    blist = bverbs.add_parser("list", parents=[client])
+    blist.add_argument("--max-results", type=int, default=0)
+    blist.set_defaults(run=_browser_list)
+
+    status = commands.add_parser("status", parents=[client], help="capacity and drain state")
+    status.set_defaults(run=_status)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

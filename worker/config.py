@@ -1,0 +1,110 @@
+"""The worker's configuration: one frozen dataclass built from a mapping.
+
+Every field can be set from the environment as `SANDBOX_<FIELD>` (upper case)
+and overridden by CLI flags; tests build one in a line with `Config.from_env`.
+Timeouts are fields, never constants buried in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "SANDBOX_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the worker cannot use; names the setting."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Where the SQLite state file and the per-session directories live.
+    state_dir: Path = Path(".sandbox-worker")
+    grpc_listen: str = "127.0.0.1:50051"
+    automation_listen: str = "127.0.0.1:9223"
+    # Base URL clients use to reach the automation endpoint (ws:// or wss://).
+    # Empty: derived from automation_listen. Set it behind a Service or proxy.
+    public_automation_url: str = ""
+    max_sessions: int = max(2, 2 * (os.cpu_count() or 1))
+    default_flavour: str = "chromium"
+    chromium_path: Path = Path("/usr/lib/chromium/chromium")
+    headless_shell_path: Path = Path("/usr/lib/chromium/chromium-headless-shell")
+    extra_chromium_args: tuple[str, ...] = ()
+    # Seconds a starting browser has to answer its first CDP command.
+    start_timeout_s: float = 30.0
+    # Seconds SIGTERM waits for running sessions before stopping them.
+    drain_timeout_s: float = 30.0
+    # Seconds to wait for a killed browser's process to be reaped.
+    kill_timeout_s: float = 5.0
+    default_viewport_width: int = 1280
+    default_viewport_height: int = 720
+    # Largest CDP message a client may send: Chromium wedges the whole pipe on
+    # an inbound message of 100 MiB or more, so stay well below that.
+    max_client_message_bytes: int = 64 * 1024 * 1024
+    # Messages queued for one slow automation client before it is dropped.
+    client_queue_limit: int = 20000
+    # Terminated sessions stay listable this long.
+    session_retention_s: float = 7 * 24 * 3600.0
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    # When set, `serve` writes the bound addresses here as JSON once ready.
+    ready_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build from `SANDBOX_*` variables, then apply non-None overrides."""
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name, hints[field.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.max_sessions < 1:
+            raise ConfigError("max_sessions: must be at least 1")
+        if self.default_flavour not in ("chromium", "headless-shell"):
+            raise ConfigError("default_flavour: must be 'chromium' or 'headless-shell'")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError("log_format: must be auto, json or console")
+        for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        if self.max_client_message_bytes >= 100 * 1024 * 1024:
+            raise ConfigError("max_client_message_bytes: must be below 100 MiB")
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.state_dir / "sessions"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+
+def _parse(name: str, hint: Any, raw: str) -> Any:
+    try:
+        if hint is bool:
+            if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path or hint == Path | None:
+            return Path(raw) if raw else None
+        if hint == tuple[str, ...]:
+            return tuple(raw.split())
+        return raw
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: cannot parse {raw!r}") from None

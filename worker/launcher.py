@@ -1,0 +1,193 @@
+"""Chromium flags and processes: launch one browser, watch it, kill it.
+
+Each browser is spawned with `posix_spawn` into a new session (so its whole
+tree is one process group we can kill at once), with CDP on pipe fds 3/4
+(`--remote-debugging-pipe`: no TCP port that anyone else could reach) and a
+minimal environment (the daemon's own variables, cloud credentials among
+them, never reach a page). Exit is watched with a pidfd on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker import cdp
+
+# Every flag and why. Background-traffic flags matter because a session's
+# requests go through its proxy and into its recording: the browser must not
+# add its own.
+BASE_FLAGS: tuple[str, ...] = (
+    "--remote-debugging-pipe",  # CDP on fds 3/4; no DevTools TCP port
+    "--no-first-run",  # no first-run UI or import
+    "--no-default-browser-check",
+    "--disable-background-networking",  # no update/variations/prefetch traffic
+    "--disable-component-update",  # no on-demand component downloads
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",  # no beacons to Google
+    "--disable-client-side-phishing-detection",
+    "--disable-features=NetworkTimeServiceQuerying,MediaRouter,OptimizationHints",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--password-store=basic",  # no desktop keyring lookups
+    "--use-mock-keychain",
+    "--mute-audio",
+)
+
+FLAVOURS = ("chromium", "headless-shell")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSpec:
+    binary: Path
+    flavour: str
+    profile_dir: Path  # --user-data-dir
+    home_dir: Path  # HOME: room for a per-session NSS store ($HOME/.pki/nssdb)
+    tmp_dir: Path
+    log_path: Path  # the browser's stderr
+    window_width: int
+    window_height: int
+    extra_args: Sequence[str] = ()
+
+
+def command_line(spec: LaunchSpec) -> list[str]:
+    """The exact argv a browser is launched with (also used by benchmarks)."""
+    argv = [str(spec.binary), *BASE_FLAGS]
+    if spec.flavour == "chromium":
+        # In Chromium 156 --headless is the new headless (full browser).
+        argv.append("--headless")
+    if os.geteuid() == 0:
+        argv.append("--no-sandbox")  # Chromium refuses to sandbox as root
+    if _small_dev_shm():
+        argv.append("--disable-dev-shm-usage")  # a small /dev/shm crashes renderers
+    argv += [
+        f"--user-data-dir={spec.profile_dir}",
+        f"--window-size={spec.window_width},{spec.window_height}",
+        *spec.extra_args,
+        # Without a start URL new headless opens a third-party new-tab page.
+        "about:blank",
+    ]
+    return argv
+
+
+def environment(spec: LaunchSpec) -> dict[str, str]:
+    return {
+        "HOME": str(spec.home_dir),
+        "TMPDIR": str(spec.tmp_dir),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "TZ": os.environ.get("TZ", "UTC"),
+    }
+
+
+def _small_dev_shm() -> bool:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return True
+    return st.f_frsize * st.f_blocks < 512 * 1024 * 1024
+
+
+class BrowserProcess:
+    """A launched browser: its process group, CDP connection and exit."""
+
+    def __init__(self, pid: int, connection: cdp.Connection, transport: cdp.PipeTransport):
+        self.pid = pid
+        self.connection = connection
+        self._transport = transport
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._watch_exit()
+
+    def _watch_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(self.pid)
+
+        def on_exit() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            _, status = os.waitpid(self.pid, 0)
+            if not self.exited.done():
+                self.exited.set_result(os.waitstatus_to_exitcode(status))
+
+        loop.add_reader(pidfd, on_exit)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group. The profile is thrown away, so a
+        graceful shutdown would buy nothing but latency."""
+        if self.exited.done():
+            # The leader is reaped; its pgid may hold leftovers, or be reused
+            # only once every member has gone (pgids are not recycled while
+            # any member lives), so this still hits only our own processes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def terminate(self, timeout: float) -> None:
+        self.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+        self.kill()  # children that outlived the leader
+        self._transport.close()
+        self.connection.close()
+
+
+async def launch(spec: LaunchSpec) -> BrowserProcess:
+    """Spawn a browser; returns once the process exists (not yet answering)."""
+    to_browser_r, to_browser_w = os.pipe()
+    from_browser_r, from_browser_w = os.pipe()
+    # Move the child's ends above 10 so the dup2 to 3 and 4 below can never
+    # overwrite one of them (os.pipe may itself have returned 3 or 4).
+    child_in = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    child_out = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(to_browser_r)
+    os.close(from_browser_w)
+    try:
+        pid = os.posix_spawn(
+            str(spec.binary),
+            command_line(spec),
+            environment(spec),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(spec.log_path), os.O_WRONLY | os.O_CREAT, 0o600),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+                (os.POSIX_SPAWN_DUP2, child_in, 3),
+                (os.POSIX_SPAWN_DUP2, child_out, 4),
+            ],
+            setsid=True,  # own session and process group: killpg reaches the tree
+        )
+    except BaseException:
+        os.close(to_browser_w)
+        os.close(from_browser_r)
+        raise
+    finally:
+        os.close(child_in)
+        os.close(child_out)
+    connection = cdp.Connection(lambda data: transport.write(data))
+    transport = await cdp.PipeTransport.open(
+        from_browser_r, to_browser_w, connection.dispatch, connection.close
+    )
+    return BrowserProcess(pid, connection, transport)
+
+
+async def wait_ready(process: BrowserProcess, timeout: float) -> str:
+    """Wait for the first CDP answer; returns the browser's product string."""
+    call = asyncio.ensure_future(process.connection.call("Browser.getVersion"))
+    done, _ = await asyncio.wait(
+        {call, process.exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
+    if call in done:
+        return str(call.result().get("product", ""))
+    call.cancel()
+    if process.exited in done:
+        raise cdp.ConnectionClosed(f"browser exited with code {process.exited.result()}")
+    raise TimeoutError(f"browser did not answer within {timeout:g}s")

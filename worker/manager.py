@@ -1,0 +1,326 @@
+"""The session manager: browsers, the live-session registry, capacity, drain.
+
+It owns which sessions exist and how many may run; a `Session` owns its own
+lifecycle. Capacity counts starting sessions too, so a burst of starts cannot
+overshoot it. Start is shielded from its caller: a client that goes away mid
+start never leaves a half-started browser behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import structlog
+
+from worker import ids, reaper
+from worker.config import Config
+from worker.errors import (
+    AlreadyExists,
+    BrowserStartError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from worker.model import (
+    DEFAULT_BROWSER_ID,
+    DISABLED,
+    START_FAILED,
+    STOPPED,
+    TERMINATED,
+    WORKER_RESTARTED,
+    WORKER_SHUTDOWN,
+    BrowserConfig,
+    Recording,
+    SessionRecord,
+    StartRequest,
+)
+from worker.session import Session, sweep
+from worker.store import Store
+
+log = structlog.get_logger(__name__)
+
+ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
+
+
+class SessionManager:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.live: dict[str, Session] = {}
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._starts: dict[tuple[str, str], asyncio.Task[Session]] = {}
+        self._builtin = BrowserConfig(
+            browser_id=DEFAULT_BROWSER_ID,
+            name="default",
+            description="The built-in browser: exists without CreateBrowser.",
+            flavour=config.default_flavour,
+            recording=Recording(),
+            certificate_arns=(),
+            created_at=0.0,
+            updated_at=0.0,
+            built_in=True,
+        )
+
+    @property
+    def in_use(self) -> int:
+        return len(self.live)
+
+    # -------------------------------------------------------------- recovery
+
+    def recover(self) -> int:
+        """Reap what a killed earlier run left: browsers, directories, rows."""
+        sessions_dir = self.config.sessions_dir
+        sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        killed = reaper.kill_referencing(sessions_dir)
+        leftover = [p for p in sessions_dir.iterdir() if p.is_dir()]
+        for path in leftover:
+            sweep(path, self.config.kill_timeout_s)
+        stale = self.store.unfinished_sessions()
+        now = time.time()
+        for record in stale:
+            record.status = TERMINATED
+            record.termination_reason = WORKER_RESTARTED
+            record.updated_at = now
+            self.store.put_session(record)
+        purged = self.store.purge_terminated(now - self.config.session_retention_s)
+        if killed or leftover or stale or purged:
+            log.warning(
+                "worker.recovered",
+                processes_killed=killed,
+                directories_removed=len(leftover),
+                sessions_terminated=len(stale),
+                sessions_purged=purged,
+            )
+        return killed
+
+    # -------------------------------------------------------------- browsers
+
+    def get_browser(self, browser_id: str) -> BrowserConfig:
+        if browser_id == DEFAULT_BROWSER_ID:
+            return self._builtin
+        browser = self.store.get_browser(browser_id)
+        if browser is None:
+            raise NotFound(f"browser_identifier: no browser '{browser_id}'")
+        return browser
+
+    def create_browser(
+        self, name: str, description: str, flavour: str, recording: Recording,
+        certificate_arns: tuple[str, ...],
+    ) -> BrowserConfig:
+        if name == self._builtin.name or self.store.browser_name_taken(name):
+            raise AlreadyExists(f"name: a browser named '{name}' already exists")
+        now = time.time()
+        browser = BrowserConfig(
+            browser_id=ids.new_browser_id(name),
+            name=name,
+            description=description,
+            flavour=flavour,
+            recording=recording,
+            certificate_arns=certificate_arns,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.put_browser(browser)
+        log.info("browser.created", browser_id=browser.browser_id, flavour=flavour)
+        return browser
+
+    def list_browsers(self, limit: int, after: str) -> tuple[list[BrowserConfig], str]:
+        """The built-in browser first, then created ones by id."""
+        head = [self._builtin] if not after else []
+        rows = self.store.list_browsers(limit + 1 - len(head), after)
+        page = (head + rows)[:limit]
+        more = len(head) + len(rows) > limit
+        return page, page[-1].browser_id if more and page else ""
+
+    def delete_browser(self, browser_id: str) -> BrowserConfig:
+        browser = self.get_browser(browser_id)
+        if browser.built_in:
+            raise FailedPrecondition("browser_id: the built-in browser cannot be deleted")
+        running = sum(1 for s in self.live.values() if s.record.browser_id == browser_id)
+        if running:
+            raise FailedPrecondition(
+                f"browser_id: {running} session(s) of this browser are running; stop them first"
+            )
+        self.store.delete_browser(browser_id)
+        log.info("browser.deleted", browser_id=browser_id)
+        return browser
+
+    # -------------------------------------------------------------- sessions
+
+    async def start_session(self, request: StartRequest) -> Session | SessionRecord:
+        """Start a session; a repeated clientToken returns the first one.
+
+        Returns the live Session, or the stored record when the clientToken
+        names a session that has ended since.
+        """
+        if self.draining:
+            raise Unavailable("the worker is draining and takes no new sessions")
+        browser = self.get_browser(request.browser_id)
+        self._refuse_unsupported(browser)
+        if request.client_token:
+            earlier = await self._earlier_start(request)
+            if earlier is not None:
+                return earlier
+        if self.in_use >= self.config.max_sessions:
+            raise ResourceExhausted(
+                f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
+            )
+        session = self._new_session(request, browser)
+        task = asyncio.ensure_future(self._bring_up(session))
+        key = (request.browser_id, request.client_token)
+        if request.client_token:
+            self._starts[key] = task
+            task.add_done_callback(lambda _t: self._starts.pop(key, None))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not request.client_token:
+                # Nobody can ever learn this session's token: end it as soon
+                # as it is up, instead of leaving it to run until its timeout.
+                task.add_done_callback(lambda _t: session.close_soon(STOPPED))
+            raise
+
+    def _refuse_unsupported(self, browser: BrowserConfig) -> None:
+        # Accepted and stored on the browser, but this worker cannot honour
+        # them yet: refusing beats a session that silently does not record.
+        if browser.recording.enabled:
+            raise FailedPrecondition(
+                "recording: this worker does not record sessions yet; disable recording"
+            )
+        if browser.certificate_arns:
+            raise FailedPrecondition(
+                "certificates: this worker does not install certificates yet"
+            )
+
+    async def _earlier_start(self, request: StartRequest) -> Session | SessionRecord | None:
+        key = (request.browser_id, request.client_token)
+        in_flight = self._starts.get(key)
+        if in_flight is not None:
+            session = await asyncio.shield(in_flight)
+            _check_same_request(session.record, request)
+            return session
+        record = self.store.find_by_client_token(request.browser_id, request.client_token)
+        if record is None:
+            return None
+        _check_same_request(record, request)
+        return self.live.get(record.session_id, record)
+
+    def _new_session(self, request: StartRequest, browser: BrowserConfig) -> Session:
+        session_id = ids.new_session_id()
+        now = time.time()
+        record = SessionRecord(
+            session_id=session_id,
+            browser_id=browser.browser_id,
+            name=request.name,
+            flavour=browser.flavour,
+            timeout_s=request.timeout_s,
+            viewport=request.viewport,
+            created_at=now,
+            updated_at=now,
+            client_token=request.client_token,
+            request_fingerprint=request.fingerprint(),
+            session_dir=str(self.config.sessions_dir / session_id),
+        )
+        session = Session(record, ids.new_token(), self.config, self.store.put_session, self._evict)
+        self.live[session_id] = session
+        self._idle.clear()
+        self.store.put_session(record)
+        return session
+
+    async def _bring_up(self, session: Session) -> Session:
+        started = time.perf_counter()
+        try:
+            await session.start()
+        except BaseException as exc:
+            await session.close(START_FAILED)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            session.log.warning("session.start_failed", error=str(exc))
+            raise BrowserStartError(f"the browser did not start: {exc}") from None
+        session.log.info(
+            "session.started",
+            flavour=session.record.flavour,
+            start_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return session
+
+    def _evict(self, session: Session) -> None:
+        self.live.pop(session.session_id, None)
+        if not self.live:
+            self._idle.set()
+
+    def find(self, browser_id: str, session_id: str) -> SessionRecord:
+        live = self.live.get(session_id)
+        record = live.record if live else self.store.get_session(session_id)
+        if record is None or record.browser_id != browser_id:
+            raise NotFound(f"session_id: no session '{session_id}' of browser '{browser_id}'")
+        return record
+
+    def list_sessions(
+        self, browser_id: str, status: str | None, limit: int, before: str
+    ) -> tuple[list[SessionRecord], str]:
+        self.get_browser(browser_id)
+        rows = self.store.list_sessions(browser_id, status, limit + 1, before)
+        page = rows[:limit]
+        return page, page[-1].session_id if len(rows) > limit else ""
+
+    async def stop_session(self, browser_id: str, session_id: str) -> SessionRecord:
+        record = self.find(browser_id, session_id)
+        live = self.live.get(session_id)
+        if live is not None:
+            await live.close(STOPPED)
+        return record
+
+    def update_stream(self, browser_id: str, session_id: str, status: str) -> SessionRecord:
+        record = self.find(browser_id, session_id)
+        live = self.live.get(session_id)
+        if live is None:
+            raise FailedPrecondition(f"session_id: session '{session_id}' has ended")
+        if status not in ("ENABLED", "DISABLED"):
+            raise InvalidArgument(
+                "stream_update.automation_stream_update.stream_status",
+                "must be ENABLED or DISABLED",
+            )
+        record.stream_status = status
+        record.updated_at = time.time()
+        self.store.put_session(record)
+        if status == DISABLED and live.mux is not None:
+            live.mux.close_all(1008, "automation stream disabled")
+        live.log.info("session.stream_updated", stream_status=status)
+        return record
+
+    def stream_session(self, browser_id: str, session_id: str) -> Session | None:
+        """The live session an automation client asks for, if any."""
+        session = self.live.get(session_id)
+        if session is None or session.record.browser_id != browser_id or session.mux is None:
+            return None
+        return session
+
+    # -------------------------------------------------------------- shutdown
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new sessions, wait for running ones, then stop the rest."""
+        self.draining = True
+        log.info("worker.draining", sessions=self.in_use, timeout_s=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        await self.close_all(WORKER_SHUTDOWN)
+
+    async def close_all(self, reason: str) -> None:
+        sessions = list(self.live.values())
+        results = await asyncio.gather(
+            *(s.close(reason) for s in sessions), return_exceptions=True
+        )
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):
+                session.log.error("session.close_failed", error=repr(result))
+
+
+def _check_same_request(record: SessionRecord, request: StartRequest) -> None:
+    if record.request_fingerprint != request.fingerprint():
+        raise AlreadyExists("client_token: already used with a different request")

@@ -1,0 +1,91 @@
+"""Domain records shared by the store, the session manager and the servicer.
+
+Statuses and reasons are strings spelled like the proto enum values, so the
+servicer maps them by name and the state file stays readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_BROWSER_ID = "aws.browser.v1"  # the hosted API's built-in browser id
+
+# Session statuses. STARTING lives only while StartBrowserSession runs.
+STARTING, READY, TERMINATED = "STARTING", "READY", "TERMINATED"
+
+# Termination reasons.
+STOPPED = "STOPPED"
+TIMEOUT = "TIMEOUT"
+BROWSER_EXITED = "BROWSER_EXITED"
+WORKER_SHUTDOWN = "WORKER_SHUTDOWN"
+WORKER_RESTARTED = "WORKER_RESTARTED"
+START_FAILED = "START_FAILED"
+
+ENABLED, DISABLED = "ENABLED", "DISABLED"
+
+
+@dataclasses.dataclass(frozen=True)
+class Viewport:
+    width: int
+    height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    enabled: bool = False
+    bucket: str = ""
+    prefix: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BrowserConfig:
+    """A browser ("tool"): configuration every session of it shares."""
+
+    browser_id: str
+    name: str
+    description: str
+    flavour: str
+    recording: Recording
+    certificate_arns: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    built_in: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StartRequest:
+    """A validated StartBrowserSession request."""
+
+    browser_id: str
+    name: str
+    timeout_s: int
+    viewport: Viewport
+    client_token: str
+
+    def fingerprint(self) -> str:
+        """What must match for a repeated clientToken to mean the same call."""
+        return (
+            f"{self.browser_id}|{self.name}|{self.timeout_s}|"
+            f"{self.viewport.width}x{self.viewport.height}"
+        )
+
+
+@dataclasses.dataclass
+class SessionRecord:
+    """What the worker remembers about a session, live or ended."""
+
+    session_id: str
+    browser_id: str
+    name: str
+    flavour: str
+    timeout_s: int
+    viewport: Viewport
+    created_at: float
+    updated_at: float
+    status: str = STARTING
+    termination_reason: str = ""
+    stream_status: str = ENABLED
+    client_token: str = ""
+    request_fingerprint: str = ""
+    pid: int = 0
+    session_dir: str = ""

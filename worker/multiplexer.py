@@ -1,0 +1,261 @@
+"""Many automation clients on one browser pipe.
+
+Each client gets its own browser-target session S (`Target.attachToBrowserTarget`)
+and sees it as its root connection: messages it sends without a sessionId go
+to S, replies and events of S come back without one. Message ids are
+rewritten into the connection's single id space and mapped back. Every child
+session that attaches under a session the client owns becomes the client's;
+a client may address only its own sessions. The daemon's own CDP use runs on
+sessions no client owns, so both work side by side.
+
+Some methods are never forwarded: `Browser.close` (from any client it means
+"I am done", not "kill everyone's browser"), `Browser.crash*`, `Tethering.*`
+(opens ports on the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from worker.cdp import Connection, Message
+
+log = structlog.get_logger(__name__)
+
+REFUSED_METHODS = ("Browser.crash", "Browser.crashGpuProcess")
+REFUSED_DOMAINS = ("Tethering.",)
+SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
+
+
+class ClientGone(Exception):
+    """The client asked to close (Browser.close) or broke the protocol."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Client:
+    """One automation client: its sessions, contexts and outbound queue."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        queue_limit: int,
+    ) -> None:
+        self._conn = conn
+        self._send = send
+        self._close_ws = close
+        self.root = ""
+        self.sessions: set[str] = set()
+        self.contexts: set[str] = set()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_limit)
+        self.closed = False
+        self.close_code = 1000
+        self.close_reason = ""
+
+    # -- outbound
+
+    def push(self, message: Message) -> None:
+        if self.closed:
+            return
+        try:
+            self._queue.put_nowait(json.dumps(message, separators=(",", ":")))
+        except asyncio.QueueFull:
+            # A client that stops reading must not make the daemon buffer
+            # without bound: drop it, others keep going.
+            self.shut(1013, "client too slow: outbound queue full")
+
+    def shut(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code, self.close_reason = code, reason
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        if self._queue.full():
+            # No room for the end marker: clear the backlog, the client is
+            # being dropped anyway.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def write_loop(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            await self._send(item)
+        await self._close_ws(self.close_code, self.close_reason)
+
+    # -- events from the browser
+
+    def on_event(self, event: Message) -> None:
+        method = event.get("method")
+        params = event.get("params") or {}
+        if method == "Target.attachedToTarget":
+            self._own(str(params.get("sessionId", "")))
+        elif method == "Target.detachedFromTarget":
+            self._disown(str(params.get("sessionId", "")))
+        if event.get("sessionId") == self.root:
+            event = {k: v for k, v in event.items() if k != "sessionId"}
+        self.push(event)
+
+    def _own(self, session_id: str) -> None:
+        if session_id and session_id not in self.sessions:
+            self.sessions.add(session_id)
+            self._conn.on_session_event(session_id, self.on_event)
+
+    def _disown(self, session_id: str) -> None:
+        if session_id in self.sessions and session_id != self.root:
+            self.sessions.discard(session_id)
+            self._conn.on_session_event(session_id, None)
+
+    # -- messages from the client
+
+    def handle(self, raw: str | bytes) -> None:
+        """Forward one client message, or answer it here. Raises ClientGone."""
+        message = _parse(raw)
+        msg_id, method = message["id"], message["method"]
+        explicit = message.get("sessionId")
+        target = explicit or self.root
+        params = message.get("params") or {}
+        if not isinstance(params, dict):
+            self._error(msg_id, explicit, -32602, "params must be an object")
+            return
+        if target not in self.sessions:
+            self._error(msg_id, explicit, -32001, "Session with given id not found.")
+            return
+        if method == "Browser.close":
+            self._reply(msg_id, explicit, {"result": {}})
+            raise ClientGone(1000, "client closed the browser connection")
+        if method in REFUSED_METHODS or method.startswith(REFUSED_DOMAINS):
+            self._error(msg_id, explicit, -32000, f"{method} is not allowed on this endpoint")
+            return
+        if method in SESSION_PARAM_METHODS and params.get("sessionId") not in (
+            None,
+            *self.sessions,
+        ):
+            self._error(msg_id, explicit, -32001, "Session with given id not found.")
+            return
+
+        def on_reply(reply: Message) -> None:
+            self._note_reply(method, params, reply)
+            self._reply(msg_id, explicit, reply)
+
+        self._conn.send(method, params, target, on_reply)
+
+    def _note_reply(self, method: str, params: dict[str, Any], reply: Message) -> None:
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            return
+        if method == "Target.createBrowserContext" and "browserContextId" in result:
+            self.contexts.add(str(result["browserContextId"]))
+        elif method == "Target.disposeBrowserContext":
+            self.contexts.discard(str(params.get("browserContextId", "")))
+        elif method in ("Target.attachToTarget", "Target.attachToBrowserTarget"):
+            self._own(str(result.get("sessionId", "")))
+
+    def _reply(self, msg_id: Any, session_id: str | None, reply: Message) -> None:
+        out: Message = {"id": msg_id}
+        if "error" in reply:
+            out["error"] = reply["error"]
+        else:
+            out["result"] = reply.get("result", {})
+        if session_id:
+            out["sessionId"] = session_id
+        self.push(out)
+
+    def _error(self, msg_id: Any, session_id: str | None, code: int, text: str) -> None:
+        self._reply(msg_id, session_id, {"error": {"code": code, "message": text}})
+
+    # -- lifecycle
+
+    async def attach(self) -> None:
+        result = await self._conn.call("Target.attachToBrowserTarget")
+        self.root = str(result["sessionId"])
+        self._own(self.root)
+
+    def release(self) -> None:
+        """Give back what the client held, without waiting for answers."""
+        ignore: Callable[[Message], None] = lambda _reply: None  # noqa: E731
+        children = [s for s in self.sessions if s != self.root]
+        # Resume first: a target a client left paused (waitForDebuggerOnStart)
+        # stays paused even after its session is detached.
+        for session_id in children:
+            self._conn.send("Runtime.runIfWaitingForDebugger", None, session_id, ignore)
+        for session_id in list(self.sessions):
+            self._conn.on_session_event(session_id, None)
+        if self.root:
+            self._conn.send("Target.detachFromTarget", {"sessionId": self.root}, None, ignore)
+        # Contexts a client created would otherwise outlive it (Puppeteer).
+        for context_id in self.contexts:
+            self._conn.send(
+                "Target.disposeBrowserContext", {"browserContextId": context_id}, None, ignore
+            )
+        self.sessions.clear()
+        self.contexts.clear()
+
+
+def _parse(raw: str | bytes) -> Message:
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ClientGone(1007, "invalid CDP message: not JSON") from None
+    if not isinstance(message, dict):
+        raise ClientGone(1007, "invalid CDP message: not an object")
+    if not isinstance(message.get("id"), int) or isinstance(message.get("id"), bool):
+        raise ClientGone(1007, "invalid CDP message: 'id' must be an integer")
+    if not isinstance(message.get("method"), str):
+        raise ClientGone(1007, "invalid CDP message: 'method' must be a string")
+    session_id = message.get("sessionId")
+    if session_id is not None and not isinstance(session_id, str):
+        raise ClientGone(1007, "invalid CDP message: 'sessionId' must be a string")
+    return message
+
+
+class Multiplexer:
+    """All automation clients of one browser."""
+
+    def __init__(self, conn: Connection, queue_limit: int) -> None:
+        self._conn = conn
+        self._queue_limit = queue_limit
+        self.clients: set[Client] = set()
+
+    async def serve(self, ws: Any) -> None:
+        """Run one websocket client until it or the browser goes away."""
+        client = Client(self._conn, ws.send, ws.close, self._queue_limit)
+        if self._conn.closed:
+            await ws.close(1011, "browser is gone")
+            return
+        self.clients.add(client)
+        writer = asyncio.ensure_future(client.write_loop())
+        try:
+            await client.attach()
+            async for raw in ws:
+                if client.closed:
+                    break
+                client.handle(raw)
+        except ClientGone as gone:
+            client.shut(gone.code, gone.reason)
+        except Exception as exc:  # the browser died under an attach, etc.
+            client.shut(1011, "browser connection closed")
+            log.debug("automation.client_error", error=type(exc).__name__)
+        finally:
+            self.clients.discard(client)
+            client.shut(client.close_code, client.close_reason)
+            if not self._conn.closed:
+                client.release()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 5)
+            if not writer.done():
+                writer.cancel()
+
+    def close_all(self, code: int, reason: str) -> None:
+        for client in list(self.clients):
+            client.shut(code, reason)

@@ -1,0 +1,178 @@
+"""The worker's lifecycle, top to bottom: start, serve, drain, stop.
+
+Start: lock the state directory (one worker per directory, so two workers
+never reap each other's browsers), reap what a killed earlier run left, open
+the automation endpoint, then the gRPC server, then report SERVING.
+
+Stop (SIGTERM or SIGINT only set an event; this sequence does the work):
+1. health NOT_SERVING, so orchestrators and probes stop sending sessions;
+2. refuse new sessions and wait for running ones up to the drain deadline;
+3. close the rest concurrently (one failure does not stop the others);
+4. close the automation endpoint, then the gRPC server, then the state file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+from typing import IO
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from worker import ids
+from worker.automation import AutomationServer
+from worker.config import Config, ConfigError
+from worker.manager import SessionManager
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
+from worker.store import Store
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = [
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("Browsers", "BrowserSessions", "Worker")
+]
+
+
+def split_host_port(listen: str, field: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{field}: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class WorkerServer:
+    def __init__(self, config: Config) -> None:
+        # Absolute paths: the reaper matches browsers by the session
+        # directory in their command line.
+        state_dir = config.state_dir.resolve()
+        self.config = dataclasses.replace(config, state_dir=state_dir)
+        self.worker_id = ids.new_worker_id()
+        self.grpc_port = 0
+        self.automation_port = 0
+        self.manager: SessionManager | None = None
+        self._lock: IO[str] | None = None
+        self._store: Store | None = None
+        self._automation: AutomationServer | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._stopped = False
+
+    async def start(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = _lock_state_dir(config)
+        self._store = Store(config.db_path)
+        self.manager = SessionManager(config, self._store)
+        self.manager.recover()
+
+        self._automation = AutomationServer(self.manager)
+        host, port = split_host_port(config.automation_listen, "automation_listen")
+        self.automation_port = await self._automation.start(host, port)
+        public = config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
+
+        server = grpc.aio.server()
+        pb_grpc.add_BrowsersServicer_to_server(BrowsersServicer(self.manager), server)
+        pb_grpc.add_BrowserSessionsServicer_to_server(
+            SessionsServicer(self.manager, public), server
+        )
+        pb_grpc.add_WorkerServicer_to_server(WorkerServicer(self.manager, self.worker_id), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.grpc_port = server.add_insecure_port(config.grpc_listen)
+        if not self.grpc_port:
+            raise ConfigError(f"grpc_listen: cannot listen on {config.grpc_listen}")
+        await server.start()
+        self._grpc = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._write_ready_file(public)
+        log.info(
+            "worker.ready",
+            worker_id=self.worker_id,
+            grpc_port=self.grpc_port,
+            automation_url=public,
+            capacity=config.max_sessions,
+            state_dir=str(config.state_dir),
+        )
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    def _write_ready_file(self, public: str) -> None:
+        if self.config.ready_file is None:
+            return
+        body = {
+            "grpc": f"127.0.0.1:{self.grpc_port}",
+            "grpc_port": self.grpc_port,
+            "automation_port": self.automation_port,
+            "automation_url": public,
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+        }
+        tmp = self.config.ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(self.config.ready_file)
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """The shutdown sequence; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        timeout = self.config.drain_timeout_s if drain_timeout is None else drain_timeout
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.manager is not None:
+            await self.manager.drain(timeout)
+        if self._automation is not None:
+            await self._automation.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._store is not None:
+            self._store.close()
+        if self._lock is not None:
+            self._lock.close()
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _lock_state_dir(config: Config) -> IO[str]:
+    lock = open(config.state_dir / "worker.lock", "w")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(
+            f"state_dir: {config.state_dir} is in use by another running worker"
+        ) from None
+    return lock
+
+
+async def serve(config: Config) -> None:
+    """Run a worker until SIGTERM or SIGINT, then shut it down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = WorkerServer(config)
+    try:
+        await server.start()
+        await stop.wait()
+        log.info("worker.signal", action="draining")
+    finally:
+        await server.stop()

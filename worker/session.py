@@ -1,0 +1,170 @@
+"""One browser session: its directories, its browser process, its clients.
+
+`close(reason)` is the only way a session ends, whoever asks (Stop, the
+timeout, the browser exiting, shutdown, a failed start). It is idempotent,
+safe before `start` finished, and ordered: evict from the registry first (so
+nobody finds a dying session), then disconnect clients, kill the process
+group, and remove the directories in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from worker import launcher, reaper
+from worker.config import Config
+from worker.model import (
+    BROWSER_EXITED,
+    READY,
+    TERMINATED,
+    TIMEOUT,
+    SessionRecord,
+)
+from worker.multiplexer import Multiplexer
+
+log = structlog.get_logger(__name__)
+
+# Close codes sent to automation clients when their session ends.
+CLOSE_CODES = {BROWSER_EXITED: 1011}
+
+
+class Session:
+    def __init__(
+        self,
+        record: SessionRecord,
+        token: str,
+        config: Config,
+        persist: Callable[[SessionRecord], None],
+        evict: Callable[[Session], None],
+    ) -> None:
+        self.record = record
+        self.token = token
+        self._config = config
+        self._persist = persist
+        self._evict = evict
+        self.process: launcher.BrowserProcess | None = None
+        self.mux: Multiplexer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.record.session_dir)
+
+    # -- start
+
+    def make_dirs(self) -> launcher.LaunchSpec:
+        """Create the 0700 directories and say how the browser launches."""
+        root = self.directory
+        for sub in ("", "profile", "home", "tmp", "downloads"):
+            (root / sub).mkdir(mode=0o700, exist_ok=sub != "")
+        binary = (
+            self._config.chromium_path
+            if self.record.flavour == "chromium"
+            else self._config.headless_shell_path
+        )
+        return launcher.LaunchSpec(
+            binary=binary,
+            flavour=self.record.flavour,
+            profile_dir=root / "profile",
+            home_dir=root / "home",
+            tmp_dir=root / "tmp",
+            log_path=root / "browser.log",
+            window_width=self.record.viewport.width,
+            window_height=self.record.viewport.height,
+            extra_args=self._config.extra_chromium_args,
+        )
+
+    async def start(self) -> None:
+        """Launch the browser and wait until it answers CDP."""
+        spec = self.make_dirs()
+        self.process = await launcher.launch(spec)
+        self.record.pid = self.process.pid
+        self._persist(self.record)
+        self.process.exited.add_done_callback(self._on_exit)
+        await launcher.wait_ready(self.process, self._config.start_timeout_s)
+        self.mux = Multiplexer(self.process.connection, self._config.client_queue_limit)
+        self.record.status = READY
+        self.record.updated_at = time.time()
+        self._persist(self.record)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.record.timeout_s, self.close_soon, TIMEOUT
+        )
+
+    def _on_exit(self, exited: asyncio.Future[int]) -> None:
+        # A browser that dies after start ends its session the normal way;
+        # during start, the failed start itself does the cleanup.
+        if self.record.status == READY and self._close_task is None:
+            self.log.warning("session.browser_exited", exit_code=exited.result())
+            self.close_soon(BROWSER_EXITED)
+
+    # -- close
+
+    def close_soon(self, reason: str) -> None:
+        """Start closing without waiting (timers and callbacks)."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close(reason))
+
+    async def close(self, reason: str) -> None:
+        """End the session; concurrent and repeated calls share one close."""
+        self.close_soon(reason)
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, reason: str) -> None:
+        started = time.perf_counter()
+        self._evict(self)
+        self.record.status = TERMINATED
+        self.record.termination_reason = reason
+        self.record.updated_at = time.time()
+        self._persist(self.record)
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            if self.mux is not None:
+                self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
+            if self.process is not None:
+                await self.process.terminate(self._config.kill_timeout_s)
+        finally:
+            await asyncio.to_thread(sweep, self.directory, self._config.kill_timeout_s)
+            self.log.info(
+                "session.ended",
+                reason=reason,
+                lifetime_s=round(time.time() - self.record.created_at, 3),
+                close_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+
+def sweep(directory: Path, timeout: float) -> None:
+    """Kill what still refers to a session directory, then remove it.
+
+    Full Chromium starts crashpad handlers in process groups of their own,
+    which the group kill does not reach; they name the directory.
+    """
+    reaper.kill_referencing(directory, timeout)
+    remove_tree(directory)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a session directory, including files made read-only inside it."""
+
+    def make_writable_and_retry(func: Callable[[str], object], name: str, _exc: object) -> None:
+        if not os.path.lexists(name):
+            return
+        os.chmod(os.path.dirname(name), 0o700)
+        func(name)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)

@@ -1,0 +1,180 @@
+"""The state file: browsers and sessions in one embedded SQLite database.
+
+Browsers persist so they survive restarts. Sessions persist so a worker that
+was SIGKILLed can find the browsers it left running (pid and directory are
+recorded before the browser is launched) and so ended sessions stay listable.
+Writes are small and use WAL with synchronous=NORMAL: well under a
+millisecond, cheap enough to run on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from worker.model import (
+    STARTING,
+    TERMINATED,
+    BrowserConfig,
+    Recording,
+    SessionRecord,
+    Viewport,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS browsers (
+    browser_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    browser_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    client_token TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_browser ON sessions (browser_id, session_id);
+CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (browser_id, client_token);
+"""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- browsers
+
+    def put_browser(self, browser: BrowserConfig) -> None:
+        body = json.dumps(_browser_to_dict(browser))
+        self._db.execute(
+            "INSERT INTO browsers (browser_id, name, body) VALUES (?, ?, ?)",
+            (browser.browser_id, browser.name, body),
+        )
+
+    def get_browser(self, browser_id: str) -> BrowserConfig | None:
+        row = self._db.execute(
+            "SELECT body FROM browsers WHERE browser_id = ?", (browser_id,)
+        ).fetchone()
+        return _browser_from_dict(json.loads(row[0])) if row else None
+
+    def browser_name_taken(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM browsers WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def list_browsers(self, limit: int, after: str) -> list[BrowserConfig]:
+        rows = self._db.execute(
+            "SELECT body FROM browsers WHERE browser_id > ? ORDER BY browser_id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [_browser_from_dict(json.loads(r[0])) for r in rows]
+
+    def delete_browser(self, browser_id: str) -> None:
+        self._db.execute("DELETE FROM browsers WHERE browser_id = ?", (browser_id,))
+
+    # -- sessions
+
+    def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace a session's row."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO sessions"
+            " (session_id, browser_id, status, client_token, updated_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.session_id,
+                record.browser_id,
+                record.status,
+                record.client_token,
+                record.updated_at,
+                json.dumps(_session_to_dict(record)),
+            ),
+        )
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        row = self._db.execute(
+            "SELECT body FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return _session_from_dict(json.loads(row[0])) if row else None
+
+    def find_by_client_token(self, browser_id: str, token: str) -> SessionRecord | None:
+        row = self._db.execute(
+            "SELECT body FROM sessions WHERE browser_id = ? AND client_token = ?",
+            (browser_id, token),
+        ).fetchone()
+        return _session_from_dict(json.loads(row[0])) if row else None
+
+    def list_sessions(
+        self, browser_id: str, status: str | None, limit: int, before: str
+    ) -> list[SessionRecord]:
+        """Newest first (session ids are time-ordered ULIDs)."""
+        query = "SELECT body FROM sessions WHERE browser_id = ? AND status != ?"
+        args: list[Any] = [browser_id, STARTING]
+        if status:
+            query += " AND status = ?"
+            args.append(status)
+        if before:
+            query += " AND session_id < ?"
+            args.append(before)
+        query += " ORDER BY session_id DESC LIMIT ?"
+        args.append(limit)
+        return [_session_from_dict(json.loads(r[0])) for r in self._db.execute(query, args)]
+
+    def unfinished_sessions(self) -> list[SessionRecord]:
+        rows = self._db.execute(
+            "SELECT body FROM sessions WHERE status != ?", (TERMINATED,)
+        ).fetchall()
+        return [_session_from_dict(json.loads(r[0])) for r in rows]
+
+    def purge_terminated(self, updated_before: float) -> int:
+        cursor = self._db.execute(
+            "DELETE FROM sessions WHERE status = ? AND updated_at < ?",
+            (TERMINATED, updated_before),
+        )
+        return cursor.rowcount
+
+
+def _browser_to_dict(b: BrowserConfig) -> dict[str, Any]:
+    return {
+        "browser_id": b.browser_id,
+        "name": b.name,
+        "description": b.description,
+        "flavour": b.flavour,
+        "recording": vars(b.recording),
+        "certificate_arns": list(b.certificate_arns),
+        "created_at": b.created_at,
+        "updated_at": b.updated_at,
+    }
+
+
+def _browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
+    return BrowserConfig(
+        browser_id=d["browser_id"],
+        name=d["name"],
+        description=d["description"],
+        flavour=d["flavour"],
+        recording=Recording(**d["recording"]),
+        certificate_arns=tuple(d["certificate_arns"]),
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+    )
+
+
+def _session_to_dict(s: SessionRecord) -> dict[str, Any]:
+    d = dict(vars(s))
+    d["viewport"] = [s.viewport.width, s.viewport.height]
+    return d
+
+
+def _session_from_dict(d: dict[str, Any]) -> SessionRecord:
+    d = dict(d)
+    d["viewport"] = Viewport(*d["viewport"])
+    return SessionRecord(**d)
