@@ -8,7 +8,9 @@ Timeouts are fields, never constants buried in code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -53,6 +55,10 @@ class Config:
     log_level: str = "info"
     # When set, `serve` writes the bound addresses here as JSON once ready.
     ready_file: Path | None = None
+    # Where sessions' TMPDIRs live. Chromium puts a unix socket there, and a
+    # socket path must stay under 108 bytes, so this must be a short path.
+    # Default: <system temp>/sandbox-worker-<hash of state_dir>.
+    runtime_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -89,6 +95,13 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def session_tmp_root(self) -> Path:
+        if self.runtime_dir is not None:
+            return self.runtime_dir
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"sandbox-worker-{digest}"
 
 
 def _parse(name: str, hint: Any, raw: str) -> Any:

@@ -37,7 +37,7 @@ from worker.model import (
     SessionRecord,
     StartRequest,
 )
-from worker.session import Session, sweep
+from worker.session import Session, remove_tree, sweep
 from worker.store import Store
 
 log = structlog.get_logger(__name__)
@@ -78,8 +78,12 @@ class SessionManager:
         sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         killed = reaper.kill_referencing(sessions_dir)
         leftover = [p for p in sessions_dir.iterdir() if p.is_dir()]
+        tmp_root = self.config.session_tmp_root
         for path in leftover:
-            sweep(path, self.config.kill_timeout_s)
+            sweep(path, tmp_root / path.name, self.config.kill_timeout_s)
+        if tmp_root.is_dir():
+            for path in tmp_root.iterdir():
+                remove_tree(path)
         stale = self.store.unfinished_sessions()
         now = time.time()
         for record in stale:

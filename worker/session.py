@@ -23,6 +23,7 @@ from worker.config import Config
 from worker.model import (
     BROWSER_EXITED,
     READY,
+    START_FAILED,
     TERMINATED,
     TIMEOUT,
     SessionRecord,
@@ -63,13 +64,19 @@ class Session:
     def directory(self) -> Path:
         return Path(self.record.session_dir)
 
+    @property
+    def tmp_directory(self) -> Path:
+        return self._config.session_tmp_root / self.session_id
+
     # -- start
 
     def make_dirs(self) -> launcher.LaunchSpec:
         """Create the 0700 directories and say how the browser launches."""
         root = self.directory
-        for sub in ("", "profile", "home", "tmp", "downloads"):
+        for sub in ("", "profile", "home", "downloads"):
             (root / sub).mkdir(mode=0o700, exist_ok=sub != "")
+        self._config.session_tmp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tmp_directory.mkdir(mode=0o700)
         binary = (
             self._config.chromium_path
             if self.record.flavour == "chromium"
@@ -80,7 +87,7 @@ class Session:
             flavour=self.record.flavour,
             profile_dir=root / "profile",
             home_dir=root / "home",
-            tmp_dir=root / "tmp",
+            tmp_dir=self.tmp_directory,
             log_path=root / "browser.log",
             window_width=self.record.viewport.width,
             window_height=self.record.viewport.height,
@@ -138,7 +145,13 @@ class Session:
             if self.process is not None:
                 await self.process.terminate(self._config.kill_timeout_s)
         finally:
-            await asyncio.to_thread(sweep, self.directory, self._config.kill_timeout_s)
+            if reason in (BROWSER_EXITED, START_FAILED):
+                # The browser's own words are the only clue to why it died,
+                # and they are about to be deleted with the directory.
+                self.log.warning("session.browser_log", tail=self._log_tail())
+            await asyncio.to_thread(
+                sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
+            )
             self.log.info(
                 "session.ended",
                 reason=reason,
@@ -147,14 +160,25 @@ class Session:
             )
 
 
-def sweep(directory: Path, timeout: float) -> None:
-    """Kill what still refers to a session directory, then remove it.
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.directory / "browser.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:
+    """Kill what still refers to a session directory, then remove its trees.
 
     Full Chromium starts crashpad handlers in process groups of their own,
     which the group kill does not reach; they name the directory.
     """
     reaper.kill_referencing(directory, timeout)
     remove_tree(directory)
+    remove_tree(tmp_directory)
 
 
 def remove_tree(path: Path) -> None:

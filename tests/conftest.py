@@ -1,0 +1,139 @@
+"""Shared fixtures: an in-process worker on port 0, a loopback web origin,
+and a bounded `eventually` helper. Every fixture that starts processes kills
+them by process group (or by the session directory they live in) even when
+the test fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import http.server
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from worker import logs, reaper
+from worker.config import Config
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.server import WorkerServer
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = Path(__file__).resolve().parent / "pages"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logs.configure("json", "warning")
+
+
+async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 10.0) -> T:
+    """Retry `check` until it returns a truthy value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(0.05)
+
+
+@dataclasses.dataclass
+class RunningWorker:
+    server: WorkerServer
+    channel: grpc.aio.Channel
+    sessions: Any
+    browsers: Any
+    worker: Any
+
+    @property
+    def config(self) -> Config:
+        return self.server.config
+
+    async def start(self, **fields: Any) -> Any:
+        return await self.sessions.StartBrowserSession(pb.StartBrowserSessionRequest(**fields))
+
+    async def get(self, session_id: str, browser: str = "") -> Any:
+        return await self.sessions.GetBrowserSession(
+            pb.GetBrowserSessionRequest(session_id=session_id, browser_identifier=browser)
+        )
+
+    async def stop(self, session_id: str, browser: str = "") -> Any:
+        return await self.sessions.StopBrowserSession(
+            pb.StopBrowserSessionRequest(session_id=session_id, browser_identifier=browser)
+        )
+
+
+def make_config(tmp_path: Path, **fields: Any) -> Config:
+    defaults: dict[str, Any] = {
+        "state_dir": tmp_path / "state",
+        "grpc_listen": "127.0.0.1:0",
+        "automation_listen": "127.0.0.1:0",
+        "max_sessions": 3,
+        "drain_timeout_s": 5.0,
+    }
+    defaults.update(fields)
+    return Config.from_env({}, **defaults)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(config: Config) -> AsyncIterator[RunningWorker]:
+    server = WorkerServer(config)
+    channel = grpc.aio.insecure_channel("unused")
+    try:
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        yield RunningWorker(
+            server,
+            channel,
+            pb_grpc.BrowserSessionsStub(channel),
+            pb_grpc.BrowsersStub(channel),
+            pb_grpc.WorkerStub(channel),
+        )
+    finally:
+        await channel.close()
+        await server.stop(drain_timeout=0.1)
+        leftovers = await asyncio.to_thread(reaper.pids_referencing, server.config.state_dir)
+        await asyncio.to_thread(reaper.kill_referencing, server.config.state_dir)
+        assert not leftovers, f"browser processes outlived the worker: {leftovers}"
+
+
+@pytest_asyncio.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[RunningWorker]:
+    async with running_worker(make_config(tmp_path)) as running:
+        yield running
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def web() -> Iterator[str]:
+    """A loopback origin serving tests/pages; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(PAGES))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def session_processes(state_dir: Path, session_id: str) -> list[int]:
+    return reaper.pids_referencing(state_dir / "sessions" / session_id)

@@ -1,0 +1,158 @@
+"""Multiplexer routing with a recorded browser side (no Chromium)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from worker import cdp
+from worker.multiplexer import Client, ClientGone
+
+
+class Browser:
+    """Records what the connection writes; answers by hand."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.conn = cdp.Connection(lambda data: self.sent.append(json.loads(data)))
+
+    def answer(self, message: dict[str, Any]) -> None:
+        self.conn.dispatch(json.dumps(message).encode())
+
+
+async def attached_client(browser: Browser) -> tuple[Client, list[dict[str, Any]]]:
+    out: list[dict[str, Any]] = []
+
+    async def send(text: str) -> None:
+        out.append(json.loads(text))
+
+    async def close(code: int, reason: str) -> None:
+        out.append({"closed": code, "reason": reason})
+
+    client = Client(browser.conn, send, close, queue_limit=100)
+    attach = asyncio.ensure_future(client.attach())
+    await asyncio.sleep(0)
+    assert browser.sent[-1]["method"] == "Target.attachToBrowserTarget"
+    browser.answer({"id": browser.sent[-1]["id"], "result": {"sessionId": "ROOT1"}})
+    await attach
+    asyncio.ensure_future(client.write_loop())
+    return client, out
+
+
+async def flush() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_messages_without_session_go_to_the_clients_browser_session() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    client.handle('{"id": 7, "method": "Browser.getVersion"}')
+    forwarded = browser.sent[-1]
+    assert forwarded["sessionId"] == "ROOT1" and forwarded["id"] != 7
+    browser.answer({"id": forwarded["id"], "result": {"product": "x"}, "sessionId": "ROOT1"})
+    await flush()
+    assert out == [{"id": 7, "result": {"product": "x"}}]
+
+
+async def test_children_attached_under_the_client_become_its_own() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    browser.answer(
+        {
+            "method": "Target.attachedToTarget",
+            "params": {"sessionId": "CHILD", "targetInfo": {}},
+            "sessionId": "ROOT1",
+        }
+    )
+    browser.answer({"method": "Page.loadEventFired", "params": {}, "sessionId": "CHILD"})
+    client.handle('{"id": 1, "method": "Page.enable", "sessionId": "CHILD"}')
+    await flush()
+    assert out[0]["method"] == "Target.attachedToTarget" and "sessionId" not in out[0]
+    assert out[1] == {"method": "Page.loadEventFired", "params": {}, "sessionId": "CHILD"}
+    assert browser.sent[-1]["sessionId"] == "CHILD"
+
+
+async def test_a_session_the_client_does_not_own_is_refused_not_forwarded() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    before = len(browser.sent)
+    client.handle('{"id": 3, "method": "Page.enable", "sessionId": "SOMEONE_ELSES"}')
+    client.handle(
+        '{"id": 4, "method": "Target.detachFromTarget", "params": {"sessionId": "DAEMON"}}'
+    )
+    await flush()
+    assert len(browser.sent) == before
+    assert [m["id"] for m in out] == [3, 4]
+    assert all(m["error"]["code"] == -32001 for m in out)
+
+
+async def test_browser_close_is_answered_here_and_ends_only_this_client() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    before = len(browser.sent)
+    with pytest.raises(ClientGone):
+        client.handle('{"id": 9, "method": "Browser.close"}')
+    await flush()
+    assert len(browser.sent) == before
+    assert out == [{"id": 9, "result": {}}]
+
+
+@pytest.mark.parametrize("method", ["Browser.crash", "Tethering.bind"])
+async def test_methods_that_reach_the_host_are_refused(method: str) -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    client.handle(json.dumps({"id": 5, "method": method, "params": {"port": 1}}))
+    await flush()
+    assert out[0]["error"]["message"].endswith("is not allowed on this endpoint")
+
+
+@pytest.mark.parametrize(
+    "raw", ["not json", b"\xff\xfe", "[1, 2]", '{"id": "x", "method": "A.b"}', '{"id": 1}']
+)
+async def test_malformed_messages_close_the_client(raw: str | bytes) -> None:
+    browser = Browser()
+    client, _ = await attached_client(browser)
+    with pytest.raises(ClientGone) as info:
+        client.handle(raw)
+    assert info.value.code == 1007
+
+
+async def test_release_resumes_children_then_detaches_and_disposes_contexts() -> None:
+    browser = Browser()
+    client, _ = await attached_client(browser)
+    browser.answer(
+        {
+            "method": "Target.attachedToTarget",
+            "params": {"sessionId": "CHILD", "targetInfo": {}},
+            "sessionId": "ROOT1",
+        }
+    )
+    client.handle('{"id": 1, "method": "Target.createBrowserContext"}')
+    browser.answer({"id": browser.sent[-1]["id"], "result": {"browserContextId": "CTX"}})
+    client.release()
+    methods = [(m["method"], m.get("sessionId")) for m in browser.sent[-3:]]
+    assert methods == [
+        ("Runtime.runIfWaitingForDebugger", "CHILD"),
+        ("Target.detachFromTarget", None),
+        ("Target.disposeBrowserContext", None),
+    ]
+
+
+async def test_a_client_that_stops_reading_is_dropped() -> None:
+    browser = Browser()
+    client = Client(browser.conn, _never_sends, _ignore_close, queue_limit=3)
+    for n in range(5):
+        client.push({"method": "X.y", "params": {"n": n}})
+    assert client.closed and client.close_code == 1013
+
+
+async def _never_sends(text: str) -> None:
+    await asyncio.sleep(3600)
+
+
+async def _ignore_close(code: int, reason: str) -> None:
+    return None

@@ -1,0 +1,243 @@
+"""Session lifecycle with real Chromium: start, stop, timeout, crash,
+capacity, idempotency, isolation, drain. Each ending leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import RunningWorker, eventually, session_processes
+from worker.pb import sandbox_pb2 as pb
+
+
+def browser_pid(worker: RunningWorker, session_id: str) -> int:
+    assert worker.server.manager is not None
+    process = worker.server.manager.live[session_id].process
+    assert process is not None
+    return process.pid
+
+
+async def shell_browser(worker: RunningWorker, name: str = "shell") -> str:
+    created = await worker.browsers.CreateBrowser(
+        pb.CreateBrowserRequest(name=name, flavour=pb.HEADLESS_SHELL)
+    )
+    return str(created.browser_id)
+
+
+async def assert_gone(worker: RunningWorker, session_id: str) -> None:
+    state = worker.config.state_dir
+    await eventually(lambda: not session_processes(state, session_id), timeout=10)
+    await eventually(lambda: not (state / "sessions" / session_id).exists(), timeout=10)
+    assert not (worker.config.session_tmp_root / session_id).exists()
+
+
+async def test_a_started_session_is_ready_with_an_endpoint_and_a_token(
+    worker: RunningWorker,
+) -> None:
+    started = await worker.start(name="first", view_port=pb.ViewPort(width=1024, height=768))
+    stream = started.streams.automation_stream
+    assert started.status == pb.READY and started.flavour == pb.CHROMIUM
+    assert stream.stream_endpoint.endswith(
+        f"/browser-streams/aws.browser.v1/sessions/{started.session_id}/automation"
+    )
+    assert stream.stream_status == pb.ENABLED and len(stream.token) >= 43
+    got = await worker.get(started.session_id)
+    assert got.name == "first" and got.view_port.width == 1024
+    assert got.streams.automation_stream.token == ""  # only Start returns it
+    assert session_processes(worker.config.state_dir, started.session_id)
+
+
+async def test_session_directories_are_private(worker: RunningWorker) -> None:
+    started = await worker.start()
+    root = worker.config.state_dir / "sessions" / started.session_id
+    for sub in ("", "profile", "home", "downloads"):
+        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700, sub
+
+
+async def test_stop_terminates_and_leaves_no_process_or_directory(worker: RunningWorker) -> None:
+    started = await worker.start()
+    stopped = await worker.stop(started.session_id)
+    assert stopped.status == pb.TERMINATED and stopped.termination_reason == pb.STOPPED
+    await assert_gone(worker, started.session_id)
+    again = await worker.stop(started.session_id)  # stopping twice is harmless
+    assert again.status == pb.TERMINATED
+
+
+async def test_the_timeout_ends_a_session_with_reason_timeout(worker: RunningWorker) -> None:
+    browser = await shell_browser(worker)
+    started = await worker.start(browser_identifier=browser, session_timeout_seconds=1)
+
+    async def ended() -> bool:
+        got = await worker.get(started.session_id, browser)
+        return bool(got.status == pb.TERMINATED)
+
+    await eventually(ended, timeout=10)
+    got = await worker.get(started.session_id, browser)
+    assert got.termination_reason == pb.TIMEOUT
+    await assert_gone(worker, started.session_id)
+
+
+@pytest.mark.parametrize("flavour", [pb.CHROMIUM, pb.HEADLESS_SHELL])
+async def test_a_killed_browser_ends_its_session_and_frees_capacity(
+    worker: RunningWorker, flavour: int
+) -> None:
+    created = await worker.browsers.CreateBrowser(
+        pb.CreateBrowserRequest(name="crashy", flavour=flavour)
+    )
+    started = await worker.start(browser_identifier=created.browser_id)
+    os.kill(browser_pid(worker, started.session_id), signal.SIGKILL)
+
+    async def ended() -> bool:
+        got = await worker.get(started.session_id, created.browser_id)
+        return bool(got.status == pb.TERMINATED)
+
+    await eventually(ended, timeout=10)
+    got = await worker.get(started.session_id, created.browser_id)
+    assert got.termination_reason == pb.BROWSER_EXITED
+    await assert_gone(worker, started.session_id)
+    status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    assert status.sessions_in_use == 0
+
+
+async def test_capacity_full_is_resource_exhausted_until_a_session_ends(
+    worker: RunningWorker,
+) -> None:
+    browser = await shell_browser(worker)
+    started = [await worker.start(browser_identifier=browser) for _ in range(3)]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker.start(browser_identifier=browser)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    assert (status.capacity, status.sessions_in_use) == (3, 3)
+    await worker.stop(started[0].session_id, browser)
+    again = await worker.start(browser_identifier=browser)
+    assert again.status == pb.READY
+
+
+async def test_concurrent_starts_never_overshoot_capacity(worker: RunningWorker) -> None:
+    browser = await shell_browser(worker)
+    results = await asyncio.gather(
+        *(worker.start(browser_identifier=browser) for _ in range(5)), return_exceptions=True
+    )
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 3 and len(refused) == 2
+    assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+
+
+async def test_a_repeated_client_token_returns_the_same_session(worker: RunningWorker) -> None:
+    token = "idem-" + "7" * 40
+    first, second = await asyncio.gather(
+        worker.start(client_token=token, name="once"),
+        worker.start(client_token=token, name="once"),
+    )
+    assert first.session_id == second.session_id
+    assert first.streams.automation_stream.token == second.streams.automation_stream.token
+    third = await worker.start(client_token=token, name="once")
+    assert third.session_id == first.session_id
+    assert worker.server.manager is not None and worker.server.manager.in_use == 1
+
+
+async def test_a_client_token_reused_for_another_request_is_refused(
+    worker: RunningWorker,
+) -> None:
+    token = "idem-" + "8" * 40
+    await worker.start(client_token=token, name="one")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker.start(client_token=token, name="two")
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert info.value.details().startswith("client_token:")
+
+
+def listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+@pytest.mark.parametrize("flavour", [pb.CHROMIUM, pb.HEADLESS_SHELL])
+async def test_no_browser_process_listens_on_a_tcp_port(
+    worker: RunningWorker, flavour: int
+) -> None:
+    created = await worker.browsers.CreateBrowser(
+        pb.CreateBrowserRequest(name="ports", flavour=flavour)
+    )
+    started = await worker.start(browser_identifier=created.browser_id)
+    await asyncio.sleep(0.5)  # let the renderer and utility processes come up
+    pids = session_processes(worker.config.state_dir, started.session_id)
+    pids.append(browser_pid(worker, started.session_id))
+    sockets: set[str] = set()
+    for pid in pids:
+        sockets |= socket_inodes(pid)
+    assert sockets, "expected the browser to hold some (unix) sockets"
+    assert not sockets & listening_inodes()
+
+
+async def test_list_sessions_filters_by_status_and_pages(worker: RunningWorker) -> None:
+    browser = await shell_browser(worker)
+    ids = [(await worker.start(browser_identifier=browser)).session_id for _ in range(3)]
+    await worker.stop(ids[0], browser)
+    seen: list[str] = []
+    token = ""
+    for _ in range(5):
+        page = await worker.sessions.ListBrowserSessions(
+            pb.ListBrowserSessionsRequest(
+                browser_identifier=browser, max_results=1, next_token=token
+            )
+        )
+        seen += [s.session_id for s in page.items]
+        token = page.next_token
+        if not token:
+            break
+    assert seen == list(reversed(ids))  # newest first
+    ready = await worker.sessions.ListBrowserSessions(
+        pb.ListBrowserSessionsRequest(browser_identifier=browser, status=pb.READY)
+    )
+    assert {s.session_id for s in ready.items} == set(ids[1:])
+
+
+async def test_drain_refuses_new_sessions_and_waits_for_running_ones(
+    worker: RunningWorker,
+) -> None:
+    started = await worker.start()
+    stopping = asyncio.ensure_future(worker.server.stop(drain_timeout=30))
+    health = health_pb2_grpc.HealthStub(worker.channel)
+
+    async def not_serving() -> bool:
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        return bool(answer.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    await eventually(not_serving, timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker.start()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    assert status.draining and status.sessions_in_use == 1
+    assert not stopping.done()  # still waiting for the running session
+    await worker.stop(started.session_id)
+    await asyncio.wait_for(stopping, 10)
+    await assert_gone(worker, started.session_id)
