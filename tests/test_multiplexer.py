@@ -38,7 +38,8 @@ async def attached_client(browser: Browser) -> tuple[Client, list[dict[str, Any]
     assert browser.sent[-1]["method"] == "Target.attachToBrowserTarget"
     browser.answer({"id": browser.sent[-1]["id"], "result": {"sessionId": "ROOT1"}})
     await attach
-    asyncio.ensure_future(client.write_loop())
+    writer = asyncio.ensure_future(client.write_loop())
+    client.writer = writer  # type: ignore[attr-defined]  # keep a reference
     return client, out
 
 

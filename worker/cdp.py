@@ -72,7 +72,10 @@ class PipeTransport:
 
     @classmethod
     async def open(
-        cls, read_fd: int, write_fd: int, on_message: Callable[[bytes], None],
+        cls,
+        read_fd: int,
+        write_fd: int,
+        on_message: Callable[[bytes], None],
         on_eof: Callable[[], None],
     ) -> PipeTransport:
         loop = asyncio.get_running_loop()
@@ -110,7 +113,10 @@ class Connection:
     # -- sending
 
     def send(
-        self, method: str, params: Message | None, session_id: str | None,
+        self,
+        method: str,
+        params: Message | None,
+        session_id: str | None,
         on_reply: ReplyCallback,
     ) -> int:
         """Send a command; `on_reply` gets the raw reply (result or error)."""
@@ -127,7 +133,10 @@ class Connection:
         return msg_id
 
     async def call(
-        self, method: str, params: Message | None = None, session_id: str | None = None,
+        self,
+        method: str,
+        params: Message | None = None,
+        session_id: str | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Send a command and return its result; raise CDPError on error."""

@@ -134,14 +134,16 @@ def _session_list(args: argparse.Namespace) -> int:
         browser_identifier=args.browser,
         max_results=args.max_results,
         next_token=args.next_token,
-        status=pb.SessionStatus.Value(args.status) if args.status else 0,
+        status=args.status or None,
     )
     answer = sessions.ListBrowserSessions(request)
     return _emit(
         args,
         answer,
-        lambda a: "\n".join([_session_line(s) for s in a.items] or ["(no sessions)"])
-        + (f"\nnext: {a.next_token}" if a.next_token else ""),
+        lambda a: (
+            "\n".join([_session_line(s) for s in a.items] or ["(no sessions)"])
+            + (f"\nnext: {a.next_token}" if a.next_token else "")
+        ),
     )
 
 
@@ -173,16 +175,14 @@ def _browser_create(args: argparse.Namespace) -> int:
     request = pb.CreateBrowserRequest(
         name=args.name,
         description=args.description,
-        flavour=pb.BrowserFlavour.Value(args.flavour.upper().replace("-", "_")),
+        flavour=args.flavour.upper().replace("-", "_"),
     )
     return _emit(args, browsers.CreateBrowser(request), _browser_line)
 
 
 def _browser_get(args: argparse.Namespace) -> int:
     _, browsers, _ = _stubs(args)
-    return _emit(
-        args, browsers.GetBrowser(pb.GetBrowserRequest(browser_id=args.id)), _browser_line
-    )
+    return _emit(args, browsers.GetBrowser(pb.GetBrowserRequest(browser_id=args.id)), _browser_line)
 
 
 def _browser_list(args: argparse.Namespace) -> int:
@@ -203,8 +203,10 @@ def _status(args: argparse.Namespace) -> int:
     return _emit(
         args,
         answer,
-        lambda s: f"{s.worker_id} v{s.version}: {s.sessions_in_use}/{s.capacity} sessions"
-        + (" (draining)" if s.draining else ""),
+        lambda s: (
+            f"{s.worker_id} v{s.version}: {s.sessions_in_use}/{s.capacity} sessions"
+            + (" (draining)" if s.draining else "")
+        ),
     )
 
 

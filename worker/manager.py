@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+
 import structlog
 
 from worker import ids, reaper
@@ -113,7 +114,11 @@ class SessionManager:
         return browser
 
     def create_browser(
-        self, name: str, description: str, flavour: str, recording: Recording,
+        self,
+        name: str,
+        description: str,
+        flavour: str,
+        recording: Recording,
         certificate_arns: tuple[str, ...],
     ) -> BrowserConfig:
         if name == self._builtin.name or self.store.browser_name_taken(name):
@@ -197,9 +202,7 @@ class SessionManager:
                 "recording: this worker does not record sessions yet; disable recording"
             )
         if browser.certificate_arns:
-            raise FailedPrecondition(
-                "certificates: this worker does not install certificates yet"
-            )
+            raise FailedPrecondition("certificates: this worker does not install certificates yet")
 
     async def _earlier_start(self, request: StartRequest) -> Session | SessionRecord | None:
         key = (request.browser_id, request.client_token)
@@ -317,9 +320,7 @@ class SessionManager:
 
     async def close_all(self, reason: str) -> None:
         sessions = list(self.live.values())
-        results = await asyncio.gather(
-            *(s.close(reason) for s in sessions), return_exceptions=True
-        )
+        results = await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 session.log.error("session.close_failed", error=repr(result))

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from worker import __version__, validation
 from worker.automation import endpoint_path
-from worker.errors import WorkerError
+from worker.errors import InvalidArgument, WorkerError
 from worker.manager import ARN_PREFIX, SessionManager
 from worker.model import (
     DEFAULT_BROWSER_ID,
@@ -36,8 +36,8 @@ from worker.session import Session
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
-FLAVOURS = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headless-shell"}
-FLAVOUR_PB = {name: value for value, name in FLAVOURS.items()}
+FLAVOURS: dict[int, str] = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headless-shell"}
+FLAVOUR_PB: dict[str, Any] = {name: value for value, name in FLAVOURS.items()}
 
 
 def _rpc(
@@ -73,7 +73,7 @@ def flavour_name(value: int) -> str:
     if value == pb.BROWSER_FLAVOUR_UNSPECIFIED:
         return "chromium"
     if value not in FLAVOURS:
-        raise validation.InvalidArgument("flavour", "must be CHROMIUM or HEADLESS_SHELL")
+        raise InvalidArgument("flavour", "must be CHROMIUM or HEADLESS_SHELL")
     return FLAVOURS[value]
 
 
@@ -105,7 +105,7 @@ def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
     )
 
 
-class BrowsersServicer(pb_grpc.BrowsersServicer):  # type: ignore[misc]
+class BrowsersServicer(pb_grpc.BrowsersServicer):
     def __init__(self, manager: SessionManager) -> None:
         self._manager = manager
 
@@ -115,7 +115,9 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):  # type: ignore[misc]
         description = validation.description(request.description)
         flavour = flavour_name(request.flavour)
         rec = request.recording
-        recording = validation.recording(rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix)
+        recording = validation.recording(
+            rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix
+        )
         arns = validation.certificate_arns(
             "certificates", [c.location.secrets_manager.secret_arn for c in request.certificates]
         )
@@ -146,7 +148,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):  # type: ignore[misc]
         return browser
 
 
-class SessionsServicer(pb_grpc.BrowserSessionsServicer):  # type: ignore[misc]
+class SessionsServicer(pb_grpc.BrowserSessionsServicer):
     def __init__(self, manager: SessionManager, endpoint_base: str) -> None:
         self._manager = manager
         self._endpoint_base = endpoint_base.rstrip("/")
@@ -161,18 +163,17 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):  # type: ignore[misc]
             last_updated_at=timestamp(record.updated_at),
             view_port=pb.ViewPort(width=record.viewport.width, height=record.viewport.height),
             session_timeout_seconds=record.timeout_s,
-            status=pb.SessionStatus.Value(record.status),
+            status=record.status,
+            termination_reason=record.termination_reason or None,
             streams=pb.Streams(
                 automation_stream=pb.AutomationStream(
                     stream_endpoint=endpoint,
-                    stream_status=pb.StreamStatus.Value(record.stream_status),
+                    stream_status=record.stream_status,
                     token=token,
                 )
             ),
             flavour=FLAVOUR_PB[record.flavour],
         )
-        if record.termination_reason:
-            message.termination_reason = pb.TerminationReason.Value(record.termination_reason)
         return message
 
     @staticmethod
@@ -212,7 +213,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):  # type: ignore[misc]
         limit = validation.max_results(request.max_results)
         before = validation.next_token(request.next_token, validation.SESSION_ID)
         if request.status not in (0, pb.READY, pb.TERMINATED):
-            raise validation.InvalidArgument("status", "must be READY or TERMINATED")
+            raise InvalidArgument("status", "must be READY or TERMINATED")
         status = pb.SessionStatus.Name(request.status) if request.status else None
         records, next_token = self._manager.list_sessions(
             self._browser(request), status, limit, before
@@ -234,7 +235,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):  # type: ignore[misc]
         validation.client_token(request.client_token)
         value = request.stream_update.automation_stream_update.stream_status
         if value not in (pb.ENABLED, pb.DISABLED):
-            raise validation.InvalidArgument(
+            raise InvalidArgument(
                 "stream_update.automation_stream_update.stream_status",
                 "must be ENABLED or DISABLED",
             )
@@ -244,15 +245,12 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):  # type: ignore[misc]
         return self._to_pb(record)
 
 
-class WorkerServicer(pb_grpc.WorkerServicer):  # type: ignore[misc]
+class WorkerServicer(pb_grpc.WorkerServicer):
     def __init__(self, manager: SessionManager, worker_id: str) -> None:
         self._manager = manager
         self._worker_id = worker_id
-
-    @_rpc
-    async def GetWorkerStatus(self, request: Any, context: Any) -> pb.WorkerStatus:
-        config = self._manager.config
-        installed = [
+        config = manager.config
+        self._installed = [
             FLAVOUR_PB[name]
             for name, path in (
                 ("chromium", config.chromium_path),
@@ -260,11 +258,14 @@ class WorkerServicer(pb_grpc.WorkerServicer):  # type: ignore[misc]
             )
             if Path(path).exists()
         ]
+
+    @_rpc
+    async def GetWorkerStatus(self, request: Any, context: Any) -> pb.WorkerStatus:
         return pb.WorkerStatus(
-            capacity=config.max_sessions,
+            capacity=self._manager.config.max_sessions,
             sessions_in_use=self._manager.in_use,
             draining=self._manager.draining,
             version=__version__,
-            flavours=installed,
+            flavours=self._installed,
             worker_id=self._worker_id,
         )

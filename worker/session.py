@@ -159,7 +159,6 @@ class Session:
                 close_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
-
     def _log_tail(self, limit: int = 2000) -> str:
         try:
             with open(self.directory / "browser.log", "rb") as f:

@@ -1,0 +1,187 @@
+"""The daemon as a process: the CLI, SIGTERM drain, and SIGKILL + restart."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker import reaper
+
+
+@contextlib.contextmanager
+def daemon(
+    state_dir: Path, *flags: str, reap: bool = True
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    ready = state_dir.parent / f"ready-{time.monotonic_ns()}.json"
+    log = open(state_dir.parent / "daemon.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "serve",
+            "--state-dir",
+            str(state_dir),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--automation-listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+            "--log-format",
+            "json",
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None, "the daemon exited before it was ready"
+            assert time.monotonic() < deadline, "the daemon was not ready within 30s"
+            time.sleep(0.05)
+        yield proc, json.loads(ready.read_text())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        log.close()
+        if reap:
+            reaper.kill_referencing(state_dir.resolve())
+
+
+def cli(target: str, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args, "--target", target, "--json"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_cli_starts_lists_and_stops_sessions(tmp_path: Path) -> None:
+    with daemon(tmp_path / "state") as (_, info):
+        target = info["grpc"]
+        status = cli(target, "status")
+        assert status["capacity"] >= 1 and "CHROMIUM" in status["flavours"]
+        lean = cli(target, "browser", "create", "lean", "--flavour", "headless-shell")
+        assert lean["flavour"] == "HEADLESS_SHELL"
+        started = cli(
+            target,
+            "session",
+            "start",
+            "--browser",
+            lean["browserId"],
+            "--name",
+            "cli",
+            "--viewport",
+            "800x600",
+        )
+        assert started["status"] == "READY" and started["viewPort"] == {"width": 800, "height": 600}
+        assert started["streams"]["automationStream"]["token"]
+        sid = started["sessionId"]
+        listed = cli(target, "session", "list", "--browser", lean["browserId"])
+        assert [s["sessionId"] for s in listed["items"]] == [sid]
+        stopped = cli(target, "session", "stop", sid, "--browser", lean["browserId"])
+        assert (stopped["status"], stopped["terminationReason"]) == ("TERMINATED", "STOPPED")
+
+
+def test_the_cli_reports_errors_with_the_grpc_code(tmp_path: Path) -> None:
+    with daemon(tmp_path / "state") as (_, info):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "session",
+                "start",
+                "--timeout",
+                "99999",
+                "--target",
+                info["grpc"],
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert out.returncode == 1
+        assert b"INVALID_ARGUMENT: session_timeout_seconds:" in out.stderr
+
+
+def test_sigterm_drains_then_stops_sessions_and_exits_cleanly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with daemon(state, "--drain-timeout", "1") as (proc, info):
+        cli(info["grpc"], "session", "start")
+        assert reaper.pids_referencing(state.resolve())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not reaper.pids_referencing(state.resolve())
+        assert not list((state / "sessions").iterdir())
+
+
+@pytest.fixture
+def frozen_orphans(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A state dir whose worker was SIGKILLed, leaving stopped browsers."""
+    state = tmp_path / "state"
+    with daemon(state, reap=False) as (proc, info):
+        ids = [cli(info["grpc"], "session", "start")["sessionId"] for _ in range(2)]
+        # Freeze the browsers so they cannot exit by themselves when the
+        # pipe closes: only the next worker's reaper can end them.
+        for pid in reaper.pids_referencing(state.resolve()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    try:
+        yield state, ids
+    finally:
+        reaper.kill_referencing(state.resolve())
+
+
+def test_restart_kills_frozen_orphans_and_marks_sessions_terminated(
+    frozen_orphans: tuple[Path, list[str]],
+) -> None:
+    state, ids = frozen_orphans
+    time.sleep(0.5)
+    assert reaper.pids_referencing(state.resolve()), "the frozen orphans should still exist"
+    with daemon(state) as (_, info):
+        assert not reaper.pids_referencing(state.resolve())
+        assert not list((state / "sessions").iterdir())
+        for sid in ids:
+            got = cli(info["grpc"], "session", "get", sid)
+            assert (got["status"], got["terminationReason"]) == ("TERMINATED", "WORKER_RESTARTED")
+
+
+def test_a_second_worker_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with daemon(state):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "serve",
+                "--state-dir",
+                str(state),
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--automation-listen",
+                "127.0.0.1:0",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert out.returncode == 2
+        assert b"state_dir:" in out.stderr and b"in use by another running worker" in out.stderr
