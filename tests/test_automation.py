@@ -195,7 +195,7 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
     process = worker.server.manager.live[started.session_id].process
     assert process is not None
     async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        await cdp_call(ws, 1, "Browser.getVersion")
+        await cdp_call(ws, 1, "Browser.getVersion")  # answered: the browser has booted
         os.kill(process.pid, signal.SIGKILL)
         with pytest.raises(websockets.ConnectionClosed) as info:
             async with asyncio.timeout(10):

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import RunningWorker, eventually, session_processes
+from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
 from worker.pb import sandbox_pb2 as pb
 
 
@@ -22,6 +22,14 @@ def browser_pid(worker: RunningWorker, session_id: str) -> int:
     process = worker.server.manager.live[session_id].process
     assert process is not None
     return process.pid
+
+
+async def booted(worker: RunningWorker, session_id: str) -> None:
+    """Wait for the browser's first CDP answer (Start returns before it)."""
+    assert worker.server.manager is not None
+    ready = worker.server.manager.live[session_id].ready
+    assert ready is not None
+    await asyncio.wait_for(asyncio.shield(ready), 30)
 
 
 async def shell_browser(worker: RunningWorker, name: str = "shell") -> str:
@@ -92,6 +100,7 @@ async def test_a_killed_browser_ends_its_session_and_frees_capacity(
         pb.CreateBrowserRequest(name="crashy", flavour=flavour)
     )
     started = await worker.start(browser_identifier=created.browser_id)
+    await booted(worker, started.session_id)
     os.kill(browser_pid(worker, started.session_id), signal.SIGKILL)
 
     async def ended() -> bool:
@@ -130,6 +139,33 @@ async def test_concurrent_starts_never_overshoot_capacity(worker: RunningWorker)
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(ok) == 3 and len(refused) == 2
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+
+
+async def test_a_browser_binary_that_cannot_run_fails_the_start_cleanly(tmp_path: Path) -> None:
+    config = make_config(tmp_path, chromium_path=tmp_path / "no-such-chromium")
+    async with running_worker(config) as worker:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await worker.start()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "did not start" in info.value.details()
+        assert worker.server.manager is not None and worker.server.manager.in_use == 0
+        assert not list((config.state_dir / "sessions").iterdir())
+        listed = await worker.sessions.ListBrowserSessions(pb.ListBrowserSessionsRequest())
+        assert [s.termination_reason for s in listed.items] == [pb.START_FAILED]
+
+
+async def test_a_browser_that_dies_while_booting_ends_with_start_failed(tmp_path: Path) -> None:
+    config = make_config(tmp_path, chromium_path=Path("/bin/false"))
+    async with running_worker(config) as worker:
+        started = await worker.start()
+
+        async def ended() -> bool:
+            return bool((await worker.get(started.session_id)).status == pb.TERMINATED)
+
+        await eventually(ended)
+        got = await worker.get(started.session_id)
+        assert got.termination_reason == pb.START_FAILED
+        await assert_gone(worker, started.session_id)
 
 
 async def test_a_repeated_client_token_returns_the_same_session(worker: RunningWorker) -> None:
@@ -187,6 +223,7 @@ async def test_no_browser_process_listens_on_a_tcp_port(
         pb.CreateBrowserRequest(name="ports", flavour=flavour)
     )
     started = await worker.start(browser_identifier=created.browser_id)
+    await booted(worker, started.session_id)
     await asyncio.sleep(0.5)  # let the renderer and utility processes come up
     pids = session_processes(worker.config.state_dir, started.session_id)
     pids.append(browser_pid(worker, started.session_id))

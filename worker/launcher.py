@@ -57,6 +57,7 @@ class LaunchSpec:
     window_width: int
     window_height: int
     extra_args: Sequence[str] = ()
+    first_tab: bool = False
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -73,9 +74,14 @@ def command_line(spec: LaunchSpec) -> list[str]:
         f"--user-data-dir={spec.profile_dir}",
         f"--window-size={spec.window_width},{spec.window_height}",
         *spec.extra_args,
-        # Without a start URL new headless opens a third-party new-tab page.
-        "about:blank",
     ]
+    if spec.first_tab:
+        # Without a start URL new headless opens a third-party new-tab page.
+        argv.append("about:blank")
+    else:
+        # No initial tab: the default browser context still exists (clients'
+        # `browser.contexts[0]`), and pages open when a client asks.
+        argv.append("--no-startup-window")
     return argv
 
 
@@ -183,13 +189,23 @@ async def launch(spec: LaunchSpec) -> BrowserProcess:
 
 
 async def wait_ready(process: BrowserProcess, timeout: float) -> str:
-    """Wait for the first CDP answer; returns the browser's product string."""
-    call = asyncio.ensure_future(process.connection.call("Browser.getVersion"))
+    """Wait for the first CDP answer; returns a browser-target session id.
+
+    The attach is sent in the same write burst as the readiness probe: right
+    after its first answer the browser is busy opening its first tab, and a
+    command sent then waits 10-30 ms; one sent now is answered at once.
+    """
+    conn = process.connection
+    call = asyncio.ensure_future(
+        asyncio.gather(conn.call("Browser.getVersion"), conn.call("Target.attachToBrowserTarget"))
+    )
     waiting: set[asyncio.Future[Any]] = {call, process.exited}
     done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if call in done:
-        return str(call.result().get("product", ""))
+        return str(call.result()[1]["sessionId"])
     call.cancel()
+    if call.done() and not call.cancelled():
+        call.exception()  # retrieved: the exit below says what happened
     if process.exited in done:
         raise cdp.ConnectionClosed(f"browser exited with code {process.exited.result()}")
     raise TimeoutError(f"browser did not answer within {timeout:g}s")

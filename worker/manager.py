@@ -242,6 +242,8 @@ class SessionManager:
     async def _bring_up(self, session: Session) -> Session:
         started = time.perf_counter()
         try:
+            # Fails here only when the process cannot be spawned (posix_spawn
+            # reports exec errors); later failures end the session itself.
             await session.start()
         except BaseException as exc:
             await session.close(START_FAILED)
@@ -252,7 +254,7 @@ class SessionManager:
         session.log.info(
             "session.started",
             flavour=session.record.flavour,
-            start_ms=round((time.perf_counter() - started) * 1000, 1),
+            spawn_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return session
 

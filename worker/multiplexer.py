@@ -176,9 +176,14 @@ class Client:
 
     # -- lifecycle
 
-    async def attach(self) -> None:
-        result = await self._conn.call("Target.attachToBrowserTarget")
-        self.root = str(result["sessionId"])
+    async def attach(self, spare: asyncio.Future[str] | None = None) -> None:
+        """Take a browser-target session: the one attached while the browser
+        booted (waiting for the boot if need be), or a new one."""
+        if spare is not None:
+            self.root = await asyncio.shield(spare)
+        else:
+            result = await self._conn.call("Target.attachToBrowserTarget")
+            self.root = str(result["sessionId"])
         self._own(self.root)
 
     def release(self) -> None:
@@ -222,9 +227,14 @@ def _parse(raw: str | bytes) -> Message:
 class Multiplexer:
     """All automation clients of one browser."""
 
-    def __init__(self, conn: Connection, queue_limit: int) -> None:
+    def __init__(
+        self, conn: Connection, queue_limit: int, spare: asyncio.Future[str] | None = None
+    ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
+        # A browser-target session attached while the browser booted: the
+        # first client gets it without a round trip to a still-busy browser.
+        self._spare = spare
         self.clients: set[Client] = set()
 
     async def serve(self, ws: Any) -> None:
@@ -236,7 +246,8 @@ class Multiplexer:
         self.clients.add(client)
         writer = asyncio.ensure_future(client.write_loop())
         try:
-            await client.attach()
+            spare, self._spare = self._spare, None
+            await client.attach(spare)
             async for raw in ws:
                 if client.closed:
                     break

@@ -52,6 +52,7 @@ class Session:
         self._evict = evict
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
+        self.ready: asyncio.Future[str] | None = None  # resolves to a spare browser session
         self._timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
@@ -92,17 +93,26 @@ class Session:
             window_width=self.record.viewport.width,
             window_height=self.record.viewport.height,
             extra_args=self._config.extra_chromium_args,
+            first_tab=self._config.first_tab,
         )
 
     async def start(self) -> None:
-        """Launch the browser and wait until it answers CDP."""
+        """Launch the browser; the session is READY once the process runs.
+
+        Start does not wait for the browser's first CDP answer: clients may
+        connect at once (their handshake overlaps the browser's boot) and
+        their first command is answered when the browser is up. A browser
+        that never answers ends the session with START_FAILED.
+        """
         spec = self.make_dirs()
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
-        self._persist(self.record)
         self.process.exited.add_done_callback(self._on_exit)
-        await launcher.wait_ready(self.process, self._config.start_timeout_s)
-        self.mux = Multiplexer(self.process.connection, self._config.client_queue_limit)
+        self.ready = asyncio.ensure_future(
+            launcher.wait_ready(self.process, self._config.start_timeout_s)
+        )
+        self.ready.add_done_callback(self._on_ready)
+        self.mux = Multiplexer(self.process.connection, self._config.client_queue_limit, self.ready)
         self.record.status = READY
         self.record.updated_at = time.time()
         self._persist(self.record)
@@ -110,12 +120,31 @@ class Session:
             self.record.timeout_s, self.close_soon, TIMEOUT
         )
 
+    def _on_ready(self, ready: asyncio.Future[str]) -> None:
+        if ready.cancelled():
+            return
+        if (error := ready.exception()) is not None:
+            self.log.warning("session.start_failed", error=str(error) or type(error).__name__)
+            self.close_soon(START_FAILED)
+            return
+        self.log.info(
+            "session.browser_ready",
+            ready_ms=round((time.time() - self.record.created_at) * 1000, 1),
+        )
+
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
-        # A browser that dies after start ends its session the normal way;
-        # during start, the failed start itself does the cleanup.
-        if self.record.status == READY and self._close_task is None:
+        # A browser that dies ends its session the normal way; before its
+        # first answer that is a failed start.
+        if self._close_task is None:
+            ready = self.ready
+            booted = (
+                ready is not None
+                and ready.done()
+                and not ready.cancelled()
+                and ready.exception() is None
+            )
             self.log.warning("session.browser_exited", exit_code=exited.result())
-            self.close_soon(BROWSER_EXITED)
+            self.close_soon(BROWSER_EXITED if booted else START_FAILED)
 
     # -- close
 
@@ -139,6 +168,8 @@ class Session:
         self._persist(self.record)
         if self._timer is not None:
             self._timer.cancel()
+        if self.ready is not None and not self.ready.done():
+            self.ready.cancel()
         try:
             if self.mux is not None:
                 self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")

@@ -1,0 +1,226 @@
+"""Cold start: StartBrowserSession -> first CDP answer through the automation
+endpoint, vs. a raw launch of the same Chromium binary with the same flags to
+its first CDP answer over the pipe. Both flavours, runs interleaved so both
+sides see the same machine noise. Prints one JSON object on its last line and
+writes it to bench/results/cold_start.json.
+
+    python bench/cold_start.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+from worker import launcher, reaper  # noqa: E402
+from worker.config import Config  # noqa: E402
+from worker.pb import sandbox_pb2 as pb  # noqa: E402
+from worker.pb import sandbox_pb2_grpc as pb_grpc  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(values), 1),
+        "p95_ms": round(percentile(values, 95), 1),
+        "min_ms": round(min(values), 1),
+    }
+
+
+def raw_launch(binary: Path, flavour: str, scratch: Path) -> float:
+    """Spawn the browser exactly as the worker would; time to first answer."""
+    started = time.perf_counter()
+    root = Path(tempfile.mkdtemp(dir=scratch))
+    spec = launcher.LaunchSpec(
+        binary=binary,
+        flavour=flavour,
+        profile_dir=root / "profile",
+        home_dir=root,
+        tmp_dir=root,
+        log_path=root / "log",
+        window_width=1280,
+        window_height=720,
+    )
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    child_in = fcntl.fcntl(to_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    child_out = fcntl.fcntl(from_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    pid = os.posix_spawn(
+        str(binary),
+        launcher.command_line(spec),
+        launcher.environment(spec),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(spec.log_path), os.O_WRONLY | os.O_CREAT, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+            (os.POSIX_SPAWN_DUP2, child_in, 3),
+            (os.POSIX_SPAWN_DUP2, child_out, 4),
+        ],
+        setsid=True,
+    )
+    for fd in (to_r, from_w, child_in, child_out):
+        os.close(fd)
+    os.write(to_w, b'{"id":1,"method":"Browser.getVersion"}\0')
+    buffer = b""
+    deadline = time.monotonic() + 30
+    while b"\0" not in buffer and time.monotonic() < deadline:
+        ready, _, _ = select.select([from_r], [], [], 1)
+        if ready:
+            chunk = os.read(from_r, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+    elapsed = (time.perf_counter() - started) * 1000
+    assert b'"id":1' in buffer, "raw browser did not answer"
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(to_w)
+    os.close(from_r)
+    reaper.kill_referencing(root)
+    shutil.rmtree(root, ignore_errors=True)
+    return elapsed
+
+
+def worker_start(stub: Any, browser_id: str) -> tuple[float, str]:
+    """StartBrowserSession, connect, first CDP answer; returns (ms, id)."""
+    started = time.perf_counter()
+    session = stub.StartBrowserSession(pb.StartBrowserSessionRequest(browser_identifier=browser_id))
+    stream = session.streams.automation_stream
+    with connect(
+        stream.stream_endpoint,
+        additional_headers={"Authorization": f"Bearer {stream.token}"},
+        compression=None,
+    ) as ws:
+        ws.send('{"id":1,"method":"Browser.getVersion"}')
+        while '"id":1' not in (reply := str(ws.recv(timeout=30))):
+            pass
+        elapsed = (time.perf_counter() - started) * 1000
+    assert "product" in reply
+    return elapsed, str(session.session_id)
+
+
+@contextlib.contextmanager
+def daemon(scratch: Path) -> Iterator[str]:
+    ready = scratch / "ready.json"
+    state = scratch / "state"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "serve",
+            "--state-dir",
+            str(state),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--automation-listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "warning",
+            "--max-sessions",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+            time.sleep(0.05)
+        yield json.loads(ready.read_text())["grpc"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        reaper.kill_referencing(state.resolve())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    config = Config.from_env({})
+    binaries = {"chromium": config.chromium_path, "headless-shell": config.headless_shell_path}
+    results: dict[str, Any] = {
+        "benchmark": "cold_start",
+        "runs": args.runs,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    # Short scratch path: Chromium's socket paths live under it.
+    with tempfile.TemporaryDirectory(prefix="sbxb-") as tmp:
+        scratch = Path(tmp)
+        with daemon(scratch) as target, grpc.insecure_channel(target) as channel:
+            sessions = pb_grpc.BrowserSessionsStub(channel)
+            browsers = pb_grpc.BrowsersStub(channel)
+            shell = browsers.CreateBrowser(
+                pb.CreateBrowserRequest(name="bench_shell", flavour=pb.HEADLESS_SHELL)
+            ).browser_id
+            ids = {"chromium": "aws.browser.v1", "headless-shell": shell}
+            for flavour, binary in binaries.items():
+                raw_launch(binary, flavour, scratch)  # warm the page cache for both
+                worker_ms, raw_ms = [], []
+                for _ in range(args.runs):
+                    raw_ms.append(raw_launch(binary, flavour, scratch))
+                    elapsed, session_id = worker_start(sessions, ids[flavour])
+                    worker_ms.append(elapsed)
+                    sessions.StopBrowserSession(
+                        pb.StopBrowserSessionRequest(
+                            browser_identifier=ids[flavour], session_id=session_id
+                        )
+                    )
+                results[flavour] = {
+                    "worker": summary(worker_ms),
+                    "raw": summary(raw_ms),
+                    "median_ratio": round(
+                        statistics.median(worker_ms) / statistics.median(raw_ms), 3
+                    ),
+                    "p95_ratio": round(percentile(worker_ms, 95) / percentile(raw_ms, 95), 3),
+                }
+        version = subprocess.run(
+            [str(config.chromium_path), "--version"], capture_output=True, text=True
+        ).stdout.strip()
+        results["machine"]["chromium"] = version
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cold_start.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
