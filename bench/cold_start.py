@@ -4,7 +4,7 @@ its first CDP answer over the pipe. Both flavours, runs interleaved so both
 sides see the same machine noise. Prints one JSON object on its last line and
 writes it to bench/results/cold_start.json.
 
-    python bench/cold_start.py [--runs 20]
+    python bench/cold_start.py [--runs 30]
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def daemon(scratch: Path) -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     config = Config.from_env({})
     binaries = {"chromium": config.chromium_path, "headless-shell": config.headless_shell_path}
@@ -196,8 +196,11 @@ def main() -> None:
             for flavour, binary in binaries.items():
                 raw_launch(binary, flavour, scratch)  # warm the page cache for both
                 worker_ms, raw_ms = [], []
-                for _ in range(args.runs):
-                    raw_ms.append(raw_launch(binary, flavour, scratch))
+                for run in range(args.runs):
+                    # Alternate which side goes first, so neither always runs
+                    # while the other's killed browser is still being torn down.
+                    if run % 2 == 0:
+                        raw_ms.append(raw_launch(binary, flavour, scratch))
                     elapsed, session_id = worker_start(sessions, ids[flavour])
                     worker_ms.append(elapsed)
                     sessions.StopBrowserSession(
@@ -205,6 +208,8 @@ def main() -> None:
                             browser_identifier=ids[flavour], session_id=session_id
                         )
                     )
+                    if run % 2 == 1:
+                        raw_ms.append(raw_launch(binary, flavour, scratch))
                 results[flavour] = {
                     "worker": summary(worker_ms),
                     "raw": summary(raw_ms),

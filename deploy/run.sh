@@ -88,7 +88,9 @@ case "$mode" in
         exec "$venv/bin/sandbox-worker" serve "$@"
         ;;
     test)
-        apt_install nodejs npm
+        # Node runs the Puppeteer client in the tests; keep a node that is
+        # already there (it may be newer than Debian's).
+        command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
         runtime dev
         npm_env tests/js
         say "ruff"
