@@ -42,8 +42,10 @@ python_env() {  # python_env EXTRAS
     want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
     if ! stamp_ok pip "$want"; then
         say "pip: installing the project${extras:+ with [$extras]}"
-        "$venv/bin/pip" install -q --upgrade pip >/dev/null
-        "$venv/bin/pip" install -q -e ".${extras:+[$extras]}"
+        # (this machine's pip config names local mirrors that may not exist;
+        # its warnings about them are noise, real errors still show)
+        "$venv/bin/pip" install -q --upgrade pip 2>&1 | grep -v "WARNING: Location" >&2 || true
+        "$venv/bin/pip" install -q -e ".${extras:+[$extras]}" 2> >(grep -v "WARNING: Location" >&2)
         stamp_set pip "$want"
     fi
 }

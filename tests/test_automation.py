@@ -207,3 +207,26 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
         return bool((await worker.get(started.session_id)).status == pb.TERMINATED)
 
     await eventually(ended)
+
+
+async def test_the_daemons_own_cdp_calls_work_beside_a_client(
+    worker: RunningWorker, web: str
+) -> None:
+    started = await worker.start()
+    url, token = endpoint(started)
+    assert worker.server.manager is not None
+    process = worker.server.manager.live[started.session_id].process
+    assert process is not None
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=20000
+        )
+        page = await browser.contexts[0].new_page()
+        await page.goto(f"{web}/index.html")
+        # The daemon's root connection is separate from every client's.
+        targets = await process.connection.call("Target.getTargets", timeout=10)
+        urls = [t["url"] for t in targets["targetInfos"] if t["type"] == "page"]
+        assert f"{web}/index.html" in urls
+        await page.click("#go")
+        assert await page.text_content("#out") == "clicked 1"
+        await browser.close()

@@ -278,3 +278,27 @@ async def test_drain_refuses_new_sessions_and_waits_for_running_ones(
     await worker.stop(started.session_id)
     await asyncio.wait_for(stopping, 10)
     await assert_gone(worker, started.session_id)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_ended_sessions_leave_no_open_file_descriptor(worker: RunningWorker) -> None:
+    warm = await worker.start()  # first use opens pools and caches that stay
+    await booted(worker, warm.session_id)
+    await worker.stop(warm.session_id)
+    before = open_fds()
+    stopped = await worker.start()
+    crashed = await worker.start()
+    timed_out = await worker.start(session_timeout_seconds=1)
+    for started in (stopped, crashed, timed_out):
+        await booted(worker, started.session_id)
+    await worker.stop(stopped.session_id)
+    os.kill(browser_pid(worker, crashed.session_id), signal.SIGKILL)
+    assert worker.server.manager is not None
+    manager = worker.server.manager
+    await eventually(lambda: manager.in_use == 0, timeout=10)
+    for started in (stopped, crashed, timed_out):
+        await assert_gone(worker, started.session_id)
+    assert open_fds() == before
