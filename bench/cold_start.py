@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import platform
@@ -69,25 +68,7 @@ def raw_launch(binary: Path, flavour: str, scratch: Path) -> float:
         window_width=1280,
         window_height=720,
     )
-    to_r, to_w = os.pipe()
-    from_r, from_w = os.pipe()
-    child_in = fcntl.fcntl(to_r, fcntl.F_DUPFD_CLOEXEC, 10)
-    child_out = fcntl.fcntl(from_w, fcntl.F_DUPFD_CLOEXEC, 10)
-    pid = os.posix_spawn(
-        str(binary),
-        launcher.command_line(spec),
-        launcher.environment(spec),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(spec.log_path), os.O_WRONLY | os.O_CREAT, 0o600),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-            (os.POSIX_SPAWN_DUP2, child_in, 3),
-            (os.POSIX_SPAWN_DUP2, child_out, 4),
-        ],
-        setsid=True,
-    )
-    for fd in (to_r, from_w, child_in, child_out):
-        os.close(fd)
+    pid, from_r, to_w = launcher.spawn(spec)  # the worker's own spawn code
     os.write(to_w, b'{"id":1,"method":"Browser.getVersion"}\0')
     buffer = b""
     deadline = time.monotonic() + 30

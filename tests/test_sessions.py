@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -37,6 +38,16 @@ async def shell_browser(worker: RunningWorker, name: str = "shell") -> str:
         pb.CreateBrowserRequest(name=name, flavour=pb.HEADLESS_SHELL)
     )
     return str(created.browser_id)
+
+
+async def wait_terminated(worker: RunningWorker, session_id: str, browser: str = "") -> Any:
+    """Wait until the session is TERMINATED; returns it."""
+
+    async def ended() -> Any:
+        got = await worker.get(session_id, browser)
+        return got if got.status == pb.TERMINATED else None
+
+    return await eventually(ended, timeout=10)
 
 
 async def assert_gone(worker: RunningWorker, session_id: str) -> None:
@@ -81,13 +92,7 @@ async def test_stop_terminates_and_leaves_no_process_or_directory(worker: Runnin
 async def test_the_timeout_ends_a_session_with_reason_timeout(worker: RunningWorker) -> None:
     browser = await shell_browser(worker)
     started = await worker.start(browser_identifier=browser, session_timeout_seconds=1)
-
-    async def ended() -> bool:
-        got = await worker.get(started.session_id, browser)
-        return bool(got.status == pb.TERMINATED)
-
-    await eventually(ended, timeout=10)
-    got = await worker.get(started.session_id, browser)
+    got = await wait_terminated(worker, started.session_id, browser)
     assert got.termination_reason == pb.TIMEOUT
     await assert_gone(worker, started.session_id)
 
@@ -102,13 +107,7 @@ async def test_a_killed_browser_ends_its_session_and_frees_capacity(
     started = await worker.start(browser_identifier=created.browser_id)
     await booted(worker, started.session_id)
     os.kill(browser_pid(worker, started.session_id), signal.SIGKILL)
-
-    async def ended() -> bool:
-        got = await worker.get(started.session_id, created.browser_id)
-        return bool(got.status == pb.TERMINATED)
-
-    await eventually(ended, timeout=10)
-    got = await worker.get(started.session_id, created.browser_id)
+    got = await wait_terminated(worker, started.session_id, created.browser_id)
     assert got.termination_reason == pb.BROWSER_EXITED
     await assert_gone(worker, started.session_id)
     status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
@@ -158,12 +157,7 @@ async def test_a_browser_that_dies_while_booting_ends_with_start_failed(tmp_path
     config = make_config(tmp_path, chromium_path=Path("/bin/false"))
     async with running_worker(config) as worker:
         started = await worker.start()
-
-        async def ended() -> bool:
-            return bool((await worker.get(started.session_id)).status == pb.TERMINATED)
-
-        await eventually(ended)
-        got = await worker.get(started.session_id)
+        got = await wait_terminated(worker, started.session_id)
         assert got.termination_reason == pb.START_FAILED
         await assert_gone(worker, started.session_id)
 

@@ -148,8 +148,8 @@ class BrowserProcess:
         self.connection.close()
 
 
-async def launch(spec: LaunchSpec) -> BrowserProcess:
-    """Spawn a browser; returns once the process exists (not yet answering)."""
+def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
+    """Spawn a browser; returns (pid, fd reading from it, fd writing to it)."""
     to_browser_r, to_browser_w = os.pipe()
     from_browser_r, from_browser_w = os.pipe()
     # Move the child's ends above 10 so the dup2 to 3 and 4 below can never
@@ -159,9 +159,7 @@ async def launch(spec: LaunchSpec) -> BrowserProcess:
     os.close(to_browser_r)
     os.close(from_browser_w)
     try:
-        # posix_spawn (vfork + exec) returns in well under a millisecond: no
-        # reason to leave the event loop for it.
-        pid = os.posix_spawn(  # noqa: ASYNC221
+        pid = os.posix_spawn(
             str(spec.binary),
             command_line(spec),
             environment(spec),
@@ -181,6 +179,14 @@ async def launch(spec: LaunchSpec) -> BrowserProcess:
     finally:
         os.close(child_in)
         os.close(child_out)
+    return pid, from_browser_r, to_browser_w
+
+
+async def launch(spec: LaunchSpec) -> BrowserProcess:
+    """Spawn a browser; returns once the process exists (not yet answering)."""
+    # posix_spawn (vfork + exec) returns in well under a millisecond: no
+    # reason to leave the event loop for it.
+    pid, from_browser_r, to_browser_w = spawn(spec)
     connection = cdp.Connection(lambda data: transport.write(data))
     transport = await cdp.PipeTransport.open(
         from_browser_r, to_browser_w, connection.dispatch, connection.close
