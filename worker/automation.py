@@ -10,7 +10,6 @@ constant time and never logged.
 
 from __future__ import annotations
 
-import collections
 import hmac
 import re
 from http import HTTPStatus
@@ -45,7 +44,6 @@ class AutomationServer:
     def __init__(self, manager: SessionManager) -> None:
         self._manager = manager
         self._server: Server | None = None
-        self.rejected: collections.Counter[str] = collections.Counter()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port."""
@@ -87,7 +85,6 @@ class AutomationServer:
         return None
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:
-        self.rejected[status.phrase] += 1
         log.info("automation.refused", status=int(status), reason=why)
         return connection.respond(status, why + "\n")
 

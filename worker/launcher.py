@@ -43,8 +43,6 @@ BASE_FLAGS: tuple[str, ...] = (
     "--mute-audio",
 )
 
-FLAVOURS = ("chromium", "headless-shell")
-
 
 @dataclasses.dataclass(frozen=True)
 class LaunchSpec:
