@@ -18,6 +18,17 @@ import pytest
 from worker import reaper
 
 
+def serve_argv(state_dir: Path, *flags: str) -> list[str]:
+    """`sandbox-worker serve` on ports the kernel picks."""
+    return [
+        sys.executable, "-m", "worker.cli", "serve",
+        "--state-dir", str(state_dir),
+        "--grpc-listen", "127.0.0.1:0",
+        "--automation-listen", "127.0.0.1:0",
+        *flags,
+    ]  # fmt: skip
+
+
 @contextlib.contextmanager
 def daemon(
     state_dir: Path, *flags: str, reap: bool = True
@@ -25,23 +36,7 @@ def daemon(
     ready = state_dir.parent / f"ready-{time.monotonic_ns()}.json"
     log = open(state_dir.parent / "daemon.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "serve",
-            "--state-dir",
-            str(state_dir),
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--automation-listen",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-            "--log-format",
-            "json",
-            *flags,
-        ],
+        serve_argv(state_dir, "--ready-file", str(ready), "--log-format", "json", *flags),
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,
@@ -168,18 +163,7 @@ def test_a_second_worker_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
     state = tmp_path / "state"
     with daemon(state):
         out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "worker.cli",
-                "serve",
-                "--state-dir",
-                str(state),
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--automation-listen",
-                "127.0.0.1:0",
-            ],
+            serve_argv(state),
             capture_output=True,
             timeout=60,
         )

@@ -43,6 +43,17 @@ async def attached_client(browser: Browser) -> tuple[Client, list[dict[str, Any]
     return client, out
 
 
+def attach_child(browser: Browser) -> None:
+    """The browser reports a target auto-attached under the client's root."""
+    browser.answer(
+        {
+            "method": "Target.attachedToTarget",
+            "params": {"sessionId": "CHILD", "targetInfo": {}},
+            "sessionId": "ROOT1",
+        }
+    )
+
+
 async def flush() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -62,13 +73,7 @@ async def test_messages_without_session_go_to_the_clients_browser_session() -> N
 async def test_children_attached_under_the_client_become_its_own() -> None:
     browser = Browser()
     client, out = await attached_client(browser)
-    browser.answer(
-        {
-            "method": "Target.attachedToTarget",
-            "params": {"sessionId": "CHILD", "targetInfo": {}},
-            "sessionId": "ROOT1",
-        }
-    )
+    attach_child(browser)
     browser.answer({"method": "Page.loadEventFired", "params": {}, "sessionId": "CHILD"})
     client.handle('{"id": 1, "method": "Page.enable", "sessionId": "CHILD"}')
     await flush()
@@ -125,13 +130,7 @@ async def test_malformed_messages_close_the_client(raw: str | bytes) -> None:
 async def test_release_resumes_children_then_detaches_and_disposes_contexts() -> None:
     browser = Browser()
     client, _ = await attached_client(browser)
-    browser.answer(
-        {
-            "method": "Target.attachedToTarget",
-            "params": {"sessionId": "CHILD", "targetInfo": {}},
-            "sessionId": "ROOT1",
-        }
-    )
+    attach_child(browser)
     client.handle('{"id": 1, "method": "Target.createBrowserContext"}')
     browser.answer({"id": browser.sent[-1]["id"], "result": {"browserContextId": "CTX"}})
     client.release()

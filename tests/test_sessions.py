@@ -40,6 +40,16 @@ async def shell_browser(worker: RunningWorker, name: str = "shell") -> str:
     return str(created.browser_id)
 
 
+async def booted_session(worker: RunningWorker, name: str, flavour: int) -> tuple[Any, str]:
+    """A session of a new browser of `flavour`, whose browser has booted."""
+    created = await worker.browsers.CreateBrowser(
+        pb.CreateBrowserRequest(name=name, flavour=flavour)
+    )
+    started = await worker.start(browser_identifier=created.browser_id)
+    await booted(worker, started.session_id)
+    return started, str(created.browser_id)
+
+
 async def wait_terminated(worker: RunningWorker, session_id: str, browser: str = "") -> Any:
     """Wait until the session is TERMINATED; returns it."""
 
@@ -101,13 +111,9 @@ async def test_the_timeout_ends_a_session_with_reason_timeout(worker: RunningWor
 async def test_a_killed_browser_ends_its_session_and_frees_capacity(
     worker: RunningWorker, flavour: int
 ) -> None:
-    created = await worker.browsers.CreateBrowser(
-        pb.CreateBrowserRequest(name="crashy", flavour=flavour)
-    )
-    started = await worker.start(browser_identifier=created.browser_id)
-    await booted(worker, started.session_id)
+    started, browser = await booted_session(worker, "crashy", flavour)
     os.kill(browser_pid(worker, started.session_id), signal.SIGKILL)
-    got = await wait_terminated(worker, started.session_id, created.browser_id)
+    got = await wait_terminated(worker, started.session_id, browser)
     assert got.termination_reason == pb.BROWSER_EXITED
     await assert_gone(worker, started.session_id)
     status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
@@ -213,11 +219,7 @@ def socket_inodes(pid: int) -> set[str]:
 async def test_no_browser_process_listens_on_a_tcp_port(
     worker: RunningWorker, flavour: int
 ) -> None:
-    created = await worker.browsers.CreateBrowser(
-        pb.CreateBrowserRequest(name="ports", flavour=flavour)
-    )
-    started = await worker.start(browser_identifier=created.browser_id)
-    await booted(worker, started.session_id)
+    started, _ = await booted_session(worker, "ports", flavour)
     await asyncio.sleep(0.5)  # let the renderer and utility processes come up
     pids = session_processes(worker.config.state_dir, started.session_id)
     pids.append(browser_pid(worker, started.session_id))

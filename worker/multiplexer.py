@@ -188,7 +188,6 @@ class Client:
 
     def release(self) -> None:
         """Give back what the client held, without waiting for answers."""
-        ignore: Callable[[Message], None] = lambda _reply: None  # noqa: E731
         children = [s for s in self.sessions if s != self.root]
         # Resume first: a target a client left paused (waitForDebuggerOnStart)
         # stays paused even after its session is detached.
@@ -205,6 +204,10 @@ class Client:
             )
         self.sessions.clear()
         self.contexts.clear()
+
+
+def ignore(_reply: Message) -> None:
+    """Reply callback for clean-up calls whose answers nobody needs."""
 
 
 def _parse(raw: str | bytes) -> Message:
