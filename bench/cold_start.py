@@ -10,8 +10,6 @@ writes it to bench/results/cold_start.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import platform
 import select
@@ -19,39 +17,19 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import grpc
+from websockets.sync.client import connect
 
-import grpc  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
-
-from worker import launcher, reaper  # noqa: E402
-from worker.config import Config  # noqa: E402
-from worker.pb import sandbox_pb2 as pb  # noqa: E402
-from worker.pb import sandbox_pb2_grpc as pb_grpc  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": round(statistics.median(values), 1),
-        "p95_ms": round(percentile(values, 95), 1),
-        "min_ms": round(min(values), 1),
-    }
+from common import daemon, percentile, summary, write_results
+from worker import launcher, reaper
+from worker.config import Config
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 
 def raw_launch(binary: Path, flavour: str, scratch: Path) -> float:
@@ -108,51 +86,6 @@ def worker_start(stub: Any, browser_id: str) -> tuple[float, str]:
     return elapsed, str(session.session_id)
 
 
-@contextlib.contextmanager
-def daemon(scratch: Path) -> Iterator[str]:
-    ready = scratch / "ready.json"
-    state = scratch / "state"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "serve",
-            "--state-dir",
-            str(state),
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--automation-listen",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "warning",
-            "--max-sessions",
-            "2",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start")
-            time.sleep(0.05)
-        yield json.loads(ready.read_text())["grpc"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        reaper.kill_referencing(state.resolve())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
@@ -167,7 +100,7 @@ def main() -> None:
     # Short scratch path: Chromium's socket paths live under it.
     with tempfile.TemporaryDirectory(prefix="sbxb-") as tmp:
         scratch = Path(tmp)
-        with daemon(scratch) as target, grpc.insecure_channel(target) as channel:
+        with daemon(scratch) as info, grpc.insecure_channel(info["grpc"]) as channel:
             sessions = pb_grpc.BrowserSessionsStub(channel)
             browsers = pb_grpc.BrowsersStub(channel)
             shell = browsers.CreateBrowser(
@@ -203,9 +136,7 @@ def main() -> None:
             [str(config.chromium_path), "--version"], capture_output=True, text=True
         ).stdout.strip()
         results["machine"]["chromium"] = version
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cold_start.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results))
+    write_results("cold_start", results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.server import WorkerServer
 
+pytest_plugins = ["upstreams"]  # origins, proxies and Secrets Manager
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = Path(__file__).resolve().parent / "pages"

@@ -31,7 +31,7 @@ def serve_argv(state_dir: Path, *flags: str) -> list[str]:
 
 @contextlib.contextmanager
 def daemon(
-    state_dir: Path, *flags: str, reap: bool = True
+    state_dir: Path, *flags: str, reap: bool = True, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     ready = state_dir.parent / f"ready-{time.monotonic_ns()}.json"
     log = open(state_dir.parent / "daemon.log", "ab")  # noqa: SIM115
@@ -40,6 +40,7 @@ def daemon(
         stdout=subprocess.DEVNULL,
         stderr=log,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         deadline = time.monotonic() + 30
@@ -143,6 +144,25 @@ def frozen_orphans(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         yield state, ids
     finally:
         reaper.kill_referencing(state.resolve())
+
+
+def exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_daemons_proxy_relay_exits_by_itself(tmp_path: Path) -> None:
+    with daemon(tmp_path / "state") as (proc, info):
+        relay = info["relay_pid"]
+        assert relay and not exited(relay)
+        os.killpg(proc.pid, signal.SIGKILL)  # the relay has its own group
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not exited(relay) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exited(relay), "the relay outlived its daemon"
 
 
 def test_restart_kills_frozen_orphans_and_marks_sessions_terminated(

@@ -64,7 +64,8 @@ async def assert_gone(worker: RunningWorker, session_id: str) -> None:
     state = worker.config.state_dir
     await eventually(lambda: not session_processes(state, session_id), timeout=10)
     await eventually(lambda: not (state / "sessions" / session_id).exists(), timeout=10)
-    assert not (worker.config.session_tmp_root / session_id).exists()
+    # The sweep removes the session directory first, then its TMPDIR.
+    await eventually(lambda: not (worker.config.session_tmp_root / session_id).exists(), 10)
 
 
 async def test_a_started_session_is_ready_with_an_endpoint_and_a_token(

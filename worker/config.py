@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import tempfile
 from collections.abc import Mapping
@@ -64,6 +65,15 @@ class Config:
     # socket path must stay under 108 bytes, so this must be a short path.
     # Default: <system temp>/sandbox-worker-<hash of state_dir>.
     runtime_dir: Path | None = None
+    # Where `file:NAME` secret references are read from (a mounted
+    # Kubernetes Secret). Unset: only Secrets Manager ARNs resolve.
+    secrets_dir: Path | None = None
+    # Seconds to wait for Secrets Manager (per attempt).
+    secret_timeout_s: float = 10.0
+    # Static host entries for every session, like /etc/hosts: "NAME=ADDRESS"
+    # ("web.corp.test=10.0.0.5"), or ".DOMAIN=ADDRESS" for a domain and all
+    # its subdomains. Used by Chromium and by the proxy relay's direct routes.
+    host_overrides: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -87,11 +97,36 @@ class Config:
             raise ConfigError("default_flavour: must be 'chromium' or 'headless-shell'")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("log_format: must be auto, json or console")
-        for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s"):
+        self.host_override_map()
+        for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         if self.max_client_message_bytes >= 100 * 1024 * 1024:
             raise ConfigError("max_client_message_bytes: must be below 100 MiB")
+
+    def host_override_map(self) -> dict[str, str]:
+        entries: dict[str, str] = {}
+        for entry in self.host_overrides:
+            name, sep, address = entry.partition("=")
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ConfigError(
+                    f"host_overrides: {entry!r} is not NAME=ADDRESS with an IP address"
+                ) from None
+            if not sep or not name.strip(". "):
+                raise ConfigError(f"host_overrides: {entry!r} has no host name")
+            entries[name.lower()] = address
+        return entries
+
+    def chromium_host_rules(self) -> str:
+        rules = []
+        for name, address in self.host_override_map().items():
+            if name.startswith("."):
+                rules += [f"MAP *{name} {address}", f"MAP {name[1:]} {address}"]
+            else:
+                rules.append(f"MAP {name} {address}")
+        return ", ".join(rules)
 
     @property
     def sessions_dir(self) -> Path:

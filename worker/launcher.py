@@ -56,6 +56,10 @@ class LaunchSpec:
     window_height: int
     extra_args: Sequence[str] = ()
     first_tab: bool = False
+    # The session's relay listener ("http://127.0.0.1:PORT"), "" for direct.
+    proxy_server: str = ""
+    # Chromium's --host-resolver-rules for the worker's static host entries.
+    host_rules: str = ""
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -71,8 +75,16 @@ def command_line(spec: LaunchSpec) -> list[str]:
     argv += [
         f"--user-data-dir={spec.profile_dir}",
         f"--window-size={spec.window_width},{spec.window_height}",
-        *spec.extra_args,
     ]
+    if spec.proxy_server:
+        # Everything goes to the session's relay, loopback included
+        # (Chromium sends loopback direct by default); the relay applies the
+        # session's bypass and patterns itself. No credentials here: Chromium
+        # rejects them in this flag, and any local user could read them.
+        argv += [f"--proxy-server={spec.proxy_server}", "--proxy-bypass-list=<-loopback>"]
+    if spec.host_rules:
+        argv.append(f"--host-resolver-rules={spec.host_rules}")
+    argv += spec.extra_args
     if spec.first_tab:
         # Without a start URL new headless opens a third-party new-tab page.
         argv.append("about:blank")

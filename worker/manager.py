@@ -14,7 +14,7 @@ import time
 
 import structlog
 
-from worker import ids, reaper
+from worker import ids, reaper, validation
 from worker.config import Config
 from worker.errors import (
     AlreadyExists,
@@ -24,6 +24,7 @@ from worker.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    WorkerError,
 )
 from worker.model import (
     DEFAULT_BROWSER_ID,
@@ -38,6 +39,9 @@ from worker.model import (
     SessionRecord,
     StartRequest,
 )
+from worker.relay_control import RelayControl
+from worker.routing import ProxyConfig
+from worker.secret_resolver import SecretResolver
 from worker.session import Session, remove_tree, sweep
 from worker.store import Store
 
@@ -47,9 +51,11 @@ ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
 
 
 class SessionManager:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, relay: RelayControl | None = None) -> None:
         self.config = config
         self.store = store
+        self.relay = relay
+        self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
         self.live: dict[str, Session] = {}
         self.draining = False
         self._idle = asyncio.Event()
@@ -170,16 +176,16 @@ class SessionManager:
         if self.draining:
             raise Unavailable("the worker is draining and takes no new sessions")
         browser = self.get_browser(request.browser_id)
-        self._refuse_unsupported(browser)
+        self._refuse_unsupported(browser, request)
         if request.client_token:
             earlier = await self._earlier_start(request)
             if earlier is not None:
                 return earlier
-        if self.in_use >= self.config.max_sessions:
-            raise ResourceExhausted(
-                f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
-            )
-        session = self._new_session(request, browser)
+        self._check_capacity()
+        # Secrets are read before anything starts: a bad one leaves nothing.
+        proxy_auth = await self._proxy_auth(request.proxy)
+        self._check_capacity()  # again: others may have started meanwhile
+        session = self._new_session(request, browser, proxy_auth)
         task = asyncio.ensure_future(self._bring_up(session))
         key = (request.browser_id, request.client_token)
         if request.client_token:
@@ -194,15 +200,40 @@ class SessionManager:
                 task.add_done_callback(lambda _t: session.close_soon(STOPPED))
             raise
 
-    def _refuse_unsupported(self, browser: BrowserConfig) -> None:
+    def _check_capacity(self) -> None:
+        if self.in_use >= self.config.max_sessions:
+            raise ResourceExhausted(
+                f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
+            )
+
+    def _refuse_unsupported(self, browser: BrowserConfig, request: StartRequest) -> None:
         # Accepted and stored on the browser, but this worker cannot honour
         # them yet: refusing beats a session that silently does not record.
         if browser.recording.enabled:
             raise FailedPrecondition(
                 "recording: this worker does not record sessions yet; disable recording"
             )
-        if browser.certificate_arns:
+        if browser.certificate_arns or request.certificate_arns:
             raise FailedPrecondition("certificates: this worker does not install certificates yet")
+
+    async def _proxy_auth(self, proxy: ProxyConfig | None) -> list[str]:
+        """Each proxy's Proxy-Authorization value ("" without credentials)."""
+        if proxy is None:
+            return []
+
+        async def resolve(index: int, ref: str) -> str:
+            if not ref:
+                return ""
+            field = (
+                f"proxy_configuration.proxies[{index}].external_proxy"
+                ".credentials.basic_auth.secret_arn"
+            )
+            text = await self.secrets.fetch(field, ref)
+            return validation.basic_credentials(field, ref, text)
+
+        return list(
+            await asyncio.gather(*(resolve(i, p.secret_ref) for i, p in enumerate(proxy.proxies)))
+        )
 
     async def _earlier_start(self, request: StartRequest) -> Session | SessionRecord | None:
         key = (request.browser_id, request.client_token)
@@ -217,7 +248,9 @@ class SessionManager:
         _check_same_request(record, request)
         return self.live.get(record.session_id, record)
 
-    def _new_session(self, request: StartRequest, browser: BrowserConfig) -> Session:
+    def _new_session(
+        self, request: StartRequest, browser: BrowserConfig, proxy_auth: list[str]
+    ) -> Session:
         session_id = ids.new_session_id()
         now = time.time()
         record = SessionRecord(
@@ -232,8 +265,18 @@ class SessionManager:
             client_token=request.client_token,
             request_fingerprint=request.fingerprint(),
             session_dir=str(self.config.sessions_dir / session_id),
+            proxy=request.proxy.to_dict() if request.proxy else None,
+            certificate_arns=[*browser.certificate_arns, *request.certificate_arns],
         )
-        session = Session(record, ids.new_token(), self.config, self.store.put_session, self._evict)
+        session = Session(
+            record,
+            ids.new_token(),
+            self.config,
+            self.store.put_session,
+            self._evict,
+            self.relay,
+            proxy_auth,
+        )
         self.live[session_id] = session
         self._idle.clear()
         self.store.put_session(record)
@@ -247,7 +290,7 @@ class SessionManager:
             await session.start()
         except BaseException as exc:
             await session.close(START_FAILED)
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, asyncio.CancelledError | WorkerError):
                 raise
             session.log.warning("session.start_failed", error=str(exc))
             raise BrowserStartError(f"the browser did not start: {exc}") from None

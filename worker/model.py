@@ -7,6 +7,10 @@ servicer maps them by name and the state file stays readable.
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
+
+from worker.routing import ProxyConfig
 
 DEFAULT_BROWSER_ID = "aws.browser.v1"  # the hosted API's built-in browser id
 
@@ -61,12 +65,16 @@ class StartRequest:
     timeout_s: int
     viewport: Viewport
     client_token: str
+    proxy: ProxyConfig | None = None
+    certificate_arns: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """What must match for a repeated clientToken to mean the same call."""
+        proxy = json.dumps(self.proxy.to_dict(), sort_keys=True) if self.proxy else ""
         return (
             f"{self.browser_id}|{self.name}|{self.timeout_s}|"
-            f"{self.viewport.width}x{self.viewport.height}"
+            f"{self.viewport.width}x{self.viewport.height}|{proxy}|"
+            + ",".join(self.certificate_arns)
         )
 
 
@@ -89,3 +97,11 @@ class SessionRecord:
     request_fingerprint: str = ""
     pid: int = 0
     session_dir: str = ""
+    # Routing with secret references only (ProxyConfig.to_dict), or None.
+    proxy: dict[str, Any] | None = None
+    # The browser's certificates, then the session's: references, never PEM.
+    certificate_arns: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def proxy_config(self) -> ProxyConfig | None:
+        return ProxyConfig.from_dict(self.proxy) if self.proxy else None

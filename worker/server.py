@@ -1,14 +1,16 @@
 """The worker's lifecycle, top to bottom: start, serve, drain, stop.
 
 Start: lock the state directory (one worker per directory, so two workers
-never reap each other's browsers), reap what a killed earlier run left, open
-the automation endpoint, then the gRPC server, then report SERVING.
+never reap each other's browsers), start the proxy relay, reap what a killed
+earlier run left, open the automation endpoint, then the gRPC server, then
+report SERVING.
 
 Stop (SIGTERM or SIGINT only set an event; this sequence does the work):
 1. health NOT_SERVING, so orchestrators and probes stop sending sessions;
 2. refuse new sessions and wait for running ones up to the drain deadline;
 3. close the rest concurrently (one failure does not stop the others);
-4. close the automation endpoint, then the gRPC server, then the state file.
+4. stop the proxy relay, close the automation endpoint, then the gRPC
+   server, then the state file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from worker.config import Config, ConfigError
 from worker.manager import SessionManager
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.relay_control import RelayControl
 from worker.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
 from worker.store import Store
 
@@ -63,6 +66,7 @@ class WorkerServer:
         self._lock: IO[str] | None = None
         self._store: Store | None = None
         self._automation: AutomationServer | None = None
+        self.relay: RelayControl | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._stopped = False
@@ -72,7 +76,11 @@ class WorkerServer:
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = _lock_state_dir(config)
         self._store = Store(config.db_path)
-        self.manager = SessionManager(config, self._store)
+        # The relay runs from the start, so no proxied session waits for a
+        # Python process to boot.
+        self.relay = RelayControl(config.host_override_map())
+        await self.relay.start()
+        self.manager = SessionManager(config, self._store, self.relay)
         self.manager.recover()
 
         self._automation = AutomationServer(self.manager)
@@ -119,6 +127,7 @@ class WorkerServer:
             "automation_port": self.automation_port,
             "automation_url": public,
             "pid": os.getpid(),
+            "relay_pid": self.relay.pid if self.relay else 0,
             "worker_id": self.worker_id,
         }
         tmp = self.config.ready_file.with_suffix(".tmp")
@@ -134,6 +143,8 @@ class WorkerServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.manager is not None:
             await self.manager.drain(timeout)
+        if self.relay is not None:
+            await self.relay.stop()  # after the sessions: their listeners are closed
         if self._automation is not None:
             await self._automation.stop()
         if self._grpc is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from worker.model import (
 )
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.routing import ProxyConfig
 from worker.session import Session
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,58 @@ def flavour_name(value: int) -> str:
     return FLAVOURS[value]
 
 
+def certificates_to_pb(arns: Sequence[str]) -> list[pb.Certificate]:
+    return [
+        pb.Certificate(
+            location=pb.CertificateLocation(
+                secrets_manager=pb.SecretsManagerLocation(secret_arn=arn)
+            )
+        )
+        for arn in arns
+    ]
+
+
+def certificate_arns(field: str, certificates: Any) -> tuple[str, ...]:
+    return validation.certificate_arns(
+        field, [c.location.secrets_manager.secret_arn for c in certificates]
+    )
+
+
+def proxy_from_pb(message: Any, present: bool) -> ProxyConfig | None:
+    proxies = [
+        (
+            p.external_proxy.server,
+            p.external_proxy.port,
+            list(p.external_proxy.domain_patterns),
+            p.external_proxy.credentials.basic_auth.secret_arn,
+        )
+        for p in message.proxies
+    ]
+    return validation.proxy_configuration(proxies, list(message.bypass.domain_patterns), present)
+
+
+def proxy_to_pb(config: ProxyConfig) -> pb.ProxyConfiguration:
+    """The session's routing as given: secret references, never credentials."""
+    return pb.ProxyConfiguration(
+        proxies=[
+            pb.Proxy(
+                external_proxy=pb.ExternalProxy(
+                    server=p.server,
+                    port=p.port,
+                    domain_patterns=p.domain_patterns,
+                    credentials=pb.ProxyCredentials(
+                        basic_auth=pb.BasicAuth(secret_arn=p.secret_ref)
+                    )
+                    if p.secret_ref
+                    else None,
+                )
+            )
+            for p in config.proxies
+        ],
+        bypass=pb.ProxyBypass(domain_patterns=config.bypass) if config.bypass else None,
+    )
+
+
 def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
     return pb.Browser(
         browser_id=browser.browser_id,
@@ -90,14 +143,7 @@ def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
                 bucket=browser.recording.bucket, prefix=browser.recording.prefix
             ),
         ),
-        certificates=[
-            pb.Certificate(
-                location=pb.CertificateLocation(
-                    secrets_manager=pb.SecretsManagerLocation(secret_arn=arn)
-                )
-            )
-            for arn in browser.certificate_arns
-        ],
+        certificates=certificates_to_pb(browser.certificate_arns),
         status=pb.BROWSER_READY,
         created_at=timestamp(browser.created_at),
         last_updated_at=timestamp(browser.updated_at),
@@ -118,9 +164,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         recording = validation.recording(
             rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix
         )
-        arns = validation.certificate_arns(
-            "certificates", [c.location.secrets_manager.secret_arn for c in request.certificates]
-        )
+        arns = certificate_arns("certificates", request.certificates)
         validation.client_token(request.client_token)
         browser = self._manager.create_browser(name, description, flavour, recording, arns)
         return browser_to_pb(browser)
@@ -173,7 +217,11 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
                 )
             ),
             flavour=FLAVOUR_PB[record.flavour],
+            certificates=certificates_to_pb(record.certificate_arns),
         )
+        proxy = record.proxy_config
+        if proxy is not None:
+            message.proxy_configuration.CopyFrom(proxy_to_pb(proxy))
         return message
 
     @staticmethod
@@ -195,6 +243,10 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
                 request.HasField("view_port"),
             ),
             client_token=validation.client_token(request.client_token),
+            proxy=proxy_from_pb(
+                request.proxy_configuration, request.HasField("proxy_configuration")
+            ),
+            certificate_arns=certificate_arns("certificates", request.certificates),
         )
         result = await self._manager.start_session(start)
         if isinstance(result, Session):

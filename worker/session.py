@@ -13,13 +13,14 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from worker import launcher, reaper
 from worker.config import Config
+from worker.errors import Unavailable
 from worker.model import (
     BROWSER_EXITED,
     READY,
@@ -29,6 +30,7 @@ from worker.model import (
     SessionRecord,
 )
 from worker.multiplexer import Multiplexer
+from worker.relay_control import RelayControl
 
 log = structlog.get_logger(__name__)
 
@@ -44,12 +46,17 @@ class Session:
         config: Config,
         persist: Callable[[SessionRecord], None],
         evict: Callable[[Session], None],
+        relay: RelayControl | None = None,
+        proxy_auth: Sequence[str] = (),
     ) -> None:
         self.record = record
         self.token = token
         self._config = config
         self._persist = persist
         self._evict = evict
+        self._relay = relay
+        self._proxy_auth = list(proxy_auth)  # Proxy-Authorization per proxy: memory only
+        self.proxy_port = 0
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
         self.ready: asyncio.Future[str] | None = None  # resolves to a spare browser session
@@ -94,6 +101,8 @@ class Session:
             window_height=self.record.viewport.height,
             extra_args=self._config.extra_chromium_args,
             first_tab=self._config.first_tab,
+            proxy_server=f"http://127.0.0.1:{self.proxy_port}" if self.proxy_port else "",
+            host_rules=self._config.chromium_host_rules(),
         )
 
     async def start(self) -> None:
@@ -104,6 +113,11 @@ class Session:
         their first command is answered when the browser is up. A browser
         that never answers ends the session with START_FAILED.
         """
+        proxy = self.record.proxy_config
+        if proxy is not None:
+            if self._relay is None:
+                raise Unavailable("proxy_configuration: this worker runs no proxy relay")
+            self.proxy_port = await self._relay.open(self.session_id, proxy, self._proxy_auth)
         spec = self.make_dirs()
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
@@ -176,6 +190,10 @@ class Session:
             if self.process is not None:
                 await self.process.terminate(self._config.kill_timeout_s)
         finally:
+            if self.proxy_port and self._relay is not None:
+                # After the browser is gone: no request can start in between.
+                traffic = await self._relay.close(self.session_id)
+                self.log.info("session.proxy_traffic", routes=traffic)
             if reason in (BROWSER_EXITED, START_FAILED):
                 # The browser's own words are the only clue to why it died,
                 # and they are about to be deleted with the directory.

@@ -6,23 +6,32 @@ the field (proto spelling) and the reason, before any resource is touched.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+from collections.abc import Sequence
 
+from worker import secret_resolver
 from worker.errors import InvalidArgument
 from worker.model import Recording, Viewport
+from worker.routing import ProxyConfig, ProxyServer, normalise_pattern
 
 BROWSER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}")
 BROWSER_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,47}(-[a-zA-Z0-9]{10})?")
 SESSION_ID = re.compile(r"[0-9a-zA-Z]{1,40}")
 CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){32,255}")
-SECRET_ARN = re.compile(
-    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[a-zA-Z0-9/_+=.@-]{1,512}"
-)
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 MAX_TIMEOUT_S = 28800
 DEFAULT_TIMEOUT_S = 3600
 MAX_CERTIFICATES = 10
+MAX_PROXIES = 5
+MAX_PATTERNS = 100
+MAX_HOSTNAME = 253
+HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+PATTERN = re.compile(r"\.?" + HOSTNAME.pattern)
+USERNAME = re.compile(r"[A-Za-z0-9@._+=-]+")
+FORBIDDEN_IN_PASSWORD = frozenset(":\"' \t\r\n")
 
 
 def _check(ok: bool, field: str, reason: str) -> None:
@@ -66,10 +75,138 @@ def recording(enabled: bool, bucket: str, prefix: str) -> Recording:
 def certificate_arns(field: str, arns: list[str]) -> tuple[str, ...]:
     _check(len(arns) <= MAX_CERTIFICATES, field, f"at most {MAX_CERTIFICATES} certificates")
     for i, arn in enumerate(arns):
-        name = f"{field}[{i}].location.secrets_manager.secret_arn"
-        _check(bool(arn), name, "is required")
-        _check(SECRET_ARN.fullmatch(arn) is not None, name, "is not a Secrets Manager secret ARN")
+        secret_ref(f"{field}[{i}].location.secrets_manager.secret_arn", arn)
     return tuple(arns)
+
+
+def secret_ref(field: str, value: str) -> str:
+    _check(bool(value), field, "is required")
+    _check(
+        secret_resolver.is_reference(value),
+        field,
+        "must be a Secrets Manager secret ARN or 'file:NAME' (a file under the worker's "
+        "secrets_dir)",
+    )
+    return value
+
+
+# A proxy as the servicer hands it over: server, port, domain patterns and the
+# credentials' secret reference ("" for none).
+ProxyInput = tuple[str, int, Sequence[str], str]
+
+
+def proxy_configuration(
+    proxies: Sequence[ProxyInput], bypass: Sequence[str], present: bool
+) -> ProxyConfig | None:
+    if not present:
+        return None
+    field = "proxy_configuration.proxies"
+    _check(
+        1 <= len(proxies) <= MAX_PROXIES, field, f"must hold between 1 and {MAX_PROXIES} proxies"
+    )
+    checked = tuple(proxy(f"{field}[{i}].external_proxy", p) for i, p in enumerate(proxies))
+    defaults = [i for i, p in enumerate(checked) if p.is_default]
+    _check(
+        len(defaults) <= 1,
+        field,
+        f"at most one proxy may omit domain_patterns (the default); proxies {defaults} do",
+    )
+    return ProxyConfig(
+        proxies=checked,
+        bypass=domain_patterns("proxy_configuration.bypass.domain_patterns", bypass),
+    )
+
+
+def proxy(field: str, value: ProxyInput) -> ProxyServer:
+    server, port, patterns, ref = value
+    return ProxyServer(
+        server=proxy_server(f"{field}.server", server),
+        port=proxy_port(f"{field}.port", port),
+        domain_patterns=domain_patterns(f"{field}.domain_patterns", patterns),
+        secret_ref=secret_ref(f"{field}.credentials.basic_auth.secret_arn", ref) if ref else "",
+    )
+
+
+def proxy_server(field: str, server: str) -> str:
+    _check(bool(server), field, "is required")
+    scheme, sep, host = server.partition("://")
+    if not sep:
+        host = server
+    else:
+        _check(
+            not scheme.lower().startswith("socks"),
+            field,
+            f"{scheme}:// proxies are not supported: only HTTP proxies (which carry HTTPS "
+            "through CONNECT)",
+        )
+        _check(
+            scheme.lower() == "http",
+            field,
+            f"{scheme}:// is not supported: give a host name, or http://HOST",
+        )
+    _check(len(host) <= MAX_HOSTNAME, field, f"must be at most {MAX_HOSTNAME} characters")
+    _check(
+        HOSTNAME.fullmatch(host.lower()) is not None,
+        field,
+        "must be a host name or IPv4 address (the port goes in 'port')",
+    )
+    return host.lower()
+
+
+def proxy_port(field: str, port: int) -> int:
+    _check(1 <= port <= 65535, field, "must be between 1 and 65535")
+    return port
+
+
+def domain_patterns(field: str, patterns: Sequence[str]) -> tuple[str, ...]:
+    _check(len(patterns) <= MAX_PATTERNS, field, f"at most {MAX_PATTERNS} patterns")
+    for i, pattern in enumerate(patterns):
+        name = f"{field}[{i}]"
+        _check(bool(pattern), name, "must not be empty")
+        _check(len(pattern) <= MAX_HOSTNAME, name, f"must be at most {MAX_HOSTNAME} characters")
+        _check(
+            "*" not in pattern,
+            name,
+            f"wildcards are not supported: use '.{pattern.lstrip('*.')}' to match "
+            f"{pattern.lstrip('*.')} and all its subdomains",
+        )
+        _check(
+            PATTERN.fullmatch(normalise_pattern(pattern)) is not None,
+            name,
+            "must be a host name ('example.com') or a domain with a leading dot ('.example.com')",
+        )
+    return tuple(patterns)
+
+
+def basic_credentials(field: str, ref: str, text: str) -> str:
+    """A `{"username", "password"}` secret as a Proxy-Authorization value.
+
+    Messages name the secret, never a byte of its content."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    where = f"secret '{ref}'"
+    _check(
+        isinstance(data, dict)
+        and isinstance(data.get("username"), str)
+        and isinstance(data.get("password"), str),
+        field,
+        f'{where} must hold JSON {{"username": ..., "password": ...}}',
+    )
+    username, password = data["username"], data["password"]
+    _check(
+        USERNAME.fullmatch(username) is not None,
+        field,
+        f"{where}: username must be letters, digits and @._+=- only",
+    )
+    _check(
+        bool(password) and not FORBIDDEN_IN_PASSWORD.intersection(password),
+        field,
+        f"{where}: password must be non-empty, without colons, spaces, newlines or quotes",
+    )
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return f"Basic {token}"
 
 
 def browser_id(value: str, field: str = "browser_identifier") -> str:

@@ -1,0 +1,89 @@
+"""What the benchmarks share: a worker daemon to measure, and statistics.
+
+Benchmarks run as `python bench/NAME.py`, so this directory is on sys.path
+and the repository root is added here for `worker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from worker import reaper  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def summary(values: list[float], unit: str = "ms") -> dict[str, float]:
+    return {
+        f"median_{unit}": round(statistics.median(values), 1),
+        f"p95_{unit}": round(percentile(values, 95), 1),
+        f"min_{unit}": round(min(values), 1),
+    }
+
+
+@contextlib.contextmanager
+def daemon(
+    scratch: Path, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """A `sandbox-worker serve` on kernel-picked ports; yields its ready file."""
+    ready = scratch / f"ready-{time.monotonic_ns()}.json"
+    state = scratch / f"state-{time.monotonic_ns()}"
+    argv = [
+        sys.executable, "-m", "worker.cli", "serve",
+        "--state-dir", str(state),
+        "--grpc-listen", "127.0.0.1:0",
+        "--automation-listen", "127.0.0.1:0",
+        "--ready-file", str(ready),
+        "--log-level", "warning",
+        "--max-sessions", "2",
+        *flags,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+            time.sleep(0.05)
+        yield json.loads(ready.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        reaper.kill_referencing(state.resolve())
+
+
+def write_results(name: str, results: dict[str, Any]) -> None:
+    """Save for the docs, and print as the last line (the benchmark contract)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))

@@ -1,0 +1,117 @@
+"""Secrets a request refers to: Secrets Manager ARNs and mounted files.
+
+Proxy credentials and CA certificates name where they live, never what they
+are. A reference is either a Secrets Manager ARN (fetched with boto3, which
+honours `AWS_ENDPOINT_URL` and the standard credential chain) or
+`file:NAME`, a file under the worker's `secrets_dir` (a mounted Kubernetes
+Secret). Errors name the field and the reference, never the content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from worker.errors import FailedPrecondition, Unavailable
+
+FILE_PREFIX = "file:"
+SECRET_ARN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):[0-9]{12}:secret:[a-zA-Z0-9/_+=.@-]{1,512}"
+)
+# A relative path of plain names: no "..", no absolute paths, no hidden parts.
+SECRET_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+MAX_SECRET_BYTES = 256 * 1024
+
+
+def is_reference(value: str) -> bool:
+    if value.startswith(FILE_PREFIX):
+        return SECRET_FILE.fullmatch(value[len(FILE_PREFIX) :]) is not None
+    return len(value) <= 2048 and SECRET_ARN.fullmatch(value) is not None
+
+
+class SecretResolver:
+    def __init__(self, secrets_dir: Path | None, timeout_s: float) -> None:
+        self._dir = secrets_dir
+        self._timeout_s = timeout_s
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    async def fetch(self, field: str, ref: str) -> str:
+        """The secret's text; FailedPrecondition/Unavailable if unreadable."""
+        if ref.startswith(FILE_PREFIX):
+            return await asyncio.to_thread(self._read_file, field, ref)
+        return await asyncio.to_thread(self._fetch_arn, field, ref)
+
+    def _read_file(self, field: str, ref: str) -> str:
+        def refuse(why: str) -> FailedPrecondition:
+            return FailedPrecondition(f"{field}: secret '{ref}' {why}")
+
+        if self._dir is None:
+            raise refuse("is a file reference, but the worker has no secrets_dir")
+        root = self._dir.resolve()
+        path = (root / ref[len(FILE_PREFIX) :]).resolve()
+        # Kubernetes mounts are symlinks into ..data; they must stay inside.
+        if not path.is_relative_to(root):
+            raise refuse("points outside the worker's secrets_dir")
+        try:
+            if path.stat().st_size > MAX_SECRET_BYTES:
+                raise refuse(f"is larger than {MAX_SECRET_BYTES} bytes")
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise refuse("does not exist") from None
+        except UnicodeDecodeError:
+            raise refuse("is not UTF-8 text") from None
+        except OSError as exc:
+            raise refuse(f"cannot be read ({exc.strerror})") from None
+
+    def _client(self, region: str) -> Any:
+        with self._lock:  # boto3 sessions are not thread-safe; clients are
+            client = self._clients.get(region)
+            if client is None:
+                import boto3  # costs ~0.2 s: only workers that use secrets pay it
+                from botocore.config import Config as BotoConfig
+
+                client = boto3.session.Session().client(
+                    "secretsmanager",
+                    region_name=region,
+                    config=BotoConfig(
+                        connect_timeout=self._timeout_s,
+                        read_timeout=self._timeout_s,
+                        retries={"max_attempts": 2, "mode": "standard"},
+                    ),
+                )
+                self._clients[region] = client
+            return client
+
+    def _fetch_arn(self, field: str, ref: str) -> str:
+        from botocore import exceptions as boto_errors
+
+        match = SECRET_ARN.fullmatch(ref)
+        if match is None:
+            raise FailedPrecondition(f"{field}: '{ref}' is not a Secrets Manager ARN")
+        try:
+            answer = self._client(match.group(1)).get_secret_value(SecretId=ref)
+        except boto_errors.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            why = {
+                "ResourceNotFoundException": "does not exist",
+                "AccessDeniedException": "cannot be read by the worker (access denied)",
+            }.get(code, f"cannot be read ({code})")
+            raise FailedPrecondition(f"{field}: secret '{ref}' {why}") from None
+        except boto_errors.NoCredentialsError:
+            raise FailedPrecondition(
+                f"{field}: the worker has no AWS credentials to read secret '{ref}'"
+            ) from None
+        except (boto_errors.BotoCoreError, OSError) as exc:
+            raise Unavailable(
+                f"{field}: Secrets Manager did not answer for '{ref}' ({type(exc).__name__})"
+            ) from None
+        if "SecretString" in answer:
+            return str(answer["SecretString"])
+        try:
+            return bytes(answer.get("SecretBinary", b"")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FailedPrecondition(f"{field}: secret '{ref}' is not UTF-8 text") from None
