@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from websockets.sync.client import connect
 
-from common import daemon, percentile, summary, write_results
+from common import daemon, percentile, start_to_first_answer, summary, write_results
 from worker import launcher, reaper
 from worker.config import Config
 from worker.pb import sandbox_pb2 as pb
@@ -68,24 +67,6 @@ def raw_launch(binary: Path, flavour: str, scratch: Path) -> float:
     return elapsed
 
 
-def worker_start(stub: Any, browser_id: str) -> tuple[float, str]:
-    """StartBrowserSession, connect, first CDP answer; returns (ms, id)."""
-    started = time.perf_counter()
-    session = stub.StartBrowserSession(pb.StartBrowserSessionRequest(browser_identifier=browser_id))
-    stream = session.streams.automation_stream
-    with connect(
-        stream.stream_endpoint,
-        additional_headers={"Authorization": f"Bearer {stream.token}"},
-        compression=None,
-    ) as ws:
-        ws.send('{"id":1,"method":"Browser.getVersion"}')
-        while '"id":1' not in (reply := str(ws.recv(timeout=30))):
-            pass
-        elapsed = (time.perf_counter() - started) * 1000
-    assert "product" in reply
-    return elapsed, str(session.session_id)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
@@ -115,7 +96,9 @@ def main() -> None:
                     # while the other's killed browser is still being torn down.
                     if run % 2 == 0:
                         raw_ms.append(raw_launch(binary, flavour, scratch))
-                    elapsed, session_id = worker_start(sessions, ids[flavour])
+                    elapsed, session_id = start_to_first_answer(
+                        sessions, pb.StartBrowserSessionRequest(browser_identifier=ids[flavour])
+                    )
                     worker_ms.append(elapsed)
                     sessions.StopBrowserSession(
                         pb.StopBrowserSessionRequest(

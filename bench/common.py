@@ -23,6 +23,8 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from websockets.sync.client import connect  # noqa: E402
+
 from worker import reaper  # noqa: E402
 
 
@@ -80,6 +82,24 @@ def daemon(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         reaper.kill_referencing(state.resolve())
+
+
+def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
+    """StartBrowserSession, connect, first CDP answer; returns (ms, id)."""
+    started = time.perf_counter()
+    session = stub.StartBrowserSession(request)
+    stream = session.streams.automation_stream
+    with connect(
+        stream.stream_endpoint,
+        additional_headers={"Authorization": f"Bearer {stream.token}"},
+        compression=None,
+    ) as ws:
+        ws.send('{"id":1,"method":"Browser.getVersion"}')
+        while '"id":1' not in (reply := str(ws.recv(timeout=30))):
+            pass
+        elapsed = (time.perf_counter() - started) * 1000
+    assert "product" in reply
+    return elapsed, str(session.session_id)
 
 
 def write_results(name: str, results: dict[str, Any]) -> None:

@@ -135,7 +135,12 @@ def running(argv: list[str], port: int) -> Iterator[int]:
             time.sleep(0.05)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # SIGTERM first: squid removes its /dev/shm segments on the way out.
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 

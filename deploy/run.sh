@@ -93,8 +93,9 @@ case "$mode" in
         # Node runs the Puppeteer client in the tests; keep a node that is
         # already there (it may be newer than Debian's).
         command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-        # Real proxies for the routing tests: an open one and one with Basic auth.
-        apt_install tinyproxy squid apache2-utils
+        # Real proxies for the tests: an open one, one with Basic auth, and a
+        # TLS interceptor (Debian's mitmproxy: its pins would clash with ours).
+        apt_install tinyproxy squid apache2-utils mitmproxy
         runtime dev
         npm_env tests/js
         say "ruff"

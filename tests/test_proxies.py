@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import signal
-import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-import trustme
 from playwright.async_api import Page, async_playwright
 from test_daemon import daemon
 
@@ -34,14 +32,22 @@ from upstreams import (
     Origin,
     Proxy,
     SecretsManager,
+    TLSOrigin,
     free_port,
-    serving,
     unique_path,
 )
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 SECRET_FILE = "squid-credentials"
+ORIGIN_CA = "origin-ca"
+TRUST_ORIGIN = [
+    pb.Certificate(
+        location=pb.CertificateLocation(
+            secrets_manager=pb.SecretsManagerLocation(secret_arn=f"file:{ORIGIN_CA}")
+        )
+    )
+]
 
 
 def external(proxy: Proxy, patterns: tuple[str, ...] = (), secret: str = "") -> pb.Proxy:
@@ -63,34 +69,19 @@ def routing(*proxies: pb.Proxy, bypass: tuple[str, ...] = ()) -> pb.ProxyConfigu
     )
 
 
-@pytest.fixture(scope="module")
-def tls_origin() -> Iterator[Origin]:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("*.company.test", "*.example.test").configure_cert(context)
-    with serving(Origin(tls=context)) as server:
-        yield server
-
-
 @pytest.fixture
-def secrets_dir(tmp_path: Path) -> Path:
+def secrets_dir(tmp_path: Path, tls_origin: TLSOrigin) -> Path:
     path = tmp_path / "secrets"
     path.mkdir()
     body = json.dumps({"username": PROXY_USER, "password": PROXY_PASSWORD})
     (path / SECRET_FILE).write_text(body)
+    (path / ORIGIN_CA).write_text(tls_origin.ca.cert_pem.bytes().decode())
     return path
 
 
 @pytest_asyncio.fixture
 async def worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWorker]:
-    config = make_config(
-        tmp_path,
-        host_overrides=HOST_OVERRIDES,
-        secrets_dir=secrets_dir,
-        # Routing, not trust, is under test here: the HTTPS origin's CA is
-        # not installed in these sessions.
-        extra_chromium_args=("--ignore-certificate-errors",),
-    )
+    config = make_config(tmp_path, host_overrides=HOST_OVERRIDES, secrets_dir=secrets_dir)
     async with running_worker(config) as running:
         yield running
 
@@ -128,7 +119,7 @@ async def load(page: Page, url: str) -> tuple[int, str]:
 async def test_requests_follow_bypass_then_first_pattern_then_default(
     worker: RunningWorker,
     origin: Origin,
-    tls_origin: Origin,
+    tls_origin: TLSOrigin,
     tinyproxy: Proxy,
     squid: Proxy,
     moto: SecretsManager,
@@ -145,7 +136,9 @@ async def test_requests_follow_bypass_then_first_pattern_then_default(
         bypass=("www.example.test",),
     )
     paths = {name: unique_path(name) for name in ("first", "second", "default", "bypass", "tls")}
-    async with session_page(worker, proxy, browser_identifier=created.browser_id) as (page, _):
+    async with session_page(
+        worker, proxy, browser_identifier=created.browser_id, certificates=TRUST_ORIGIN
+    ) as (page, _):
         for name, host in (
             ("first", "api.company.test"),
             ("second", "other.company.test"),
@@ -171,9 +164,9 @@ async def test_requests_follow_bypass_then_first_pattern_then_default(
     assert origin.requests_for(paths["bypass"])[0].via == ""
     assert not tinyproxy.log_lines(paths["bypass"]) and not squid.log_lines(paths["bypass"])
     # HTTPS goes through CONNECT on the pattern's proxy, authenticated.
-    tunnel = f"CONNECT secure.company.test:{tls_origin.port}"
+    tunnel = f"CONNECT secure.company.test:{tls_origin.server.port}"
     assert any(f" {PROXY_USER} " in line for line in squid.wait_lines(tunnel))
-    assert tls_origin.requests_for(paths["tls"])
+    assert tls_origin.server.requests_for(paths["tls"])
 
 
 async def test_hosts_no_pattern_matches_go_direct_when_there_is_no_default(
@@ -211,7 +204,11 @@ async def test_request_bodies_and_kept_alive_requests_pass_intact(
 
 
 async def test_wrong_credentials_show_a_407_once_and_are_counted(
-    worker: RunningWorker, origin: Origin, tls_origin: Origin, squid: Proxy, moto: SecretsManager
+    worker: RunningWorker,
+    origin: Origin,
+    tls_origin: TLSOrigin,
+    squid: Proxy,
+    moto: SecretsManager,
 ) -> None:
     arn = moto.put_credentials("wrong-password", PROXY_USER, "not-the-password")
     path = unique_path("denied")
@@ -238,7 +235,7 @@ async def test_wrong_credentials_show_a_407_once_and_are_counted(
     # ...but after the first rejection the relay answers itself: the proxy
     # saw one failed login for the page, none for its reloads or the tunnel.
     assert len([line for line in squid.log_lines(path) if "/407 " in line]) == 1
-    tunnel = f"CONNECT secure.company.test:{tls_origin.port}"
+    tunnel = f"CONNECT secure.company.test:{tls_origin.server.port}"
     assert not [line for line in squid.log_lines(tunnel) if "/407 " in line]
     assert not origin.requests_for(path)
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 TEST_DOMAINS = (".example.test", ".company.test")
 HOST_OVERRIDES = tuple(f"{domain}=127.0.0.1" for domain in TEST_DOMAINS)
@@ -72,9 +73,19 @@ def process_group(argv: list[str], log: Path, port: int, **kw: Any) -> Iterator[
         wait_listening(port, process)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first (squid removes its /dev/shm segments on the way out),
+    SIGKILL the group after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def unique_path(label: str = "t") -> str:
@@ -168,6 +179,34 @@ def serving(server: Origin) -> Iterator[Origin]:
 def origin() -> Iterator[Origin]:
     with serving(Origin()) as server:
         yield server
+
+
+@dataclasses.dataclass
+class TLSOrigin:
+    """An HTTPS origin for the test domains, and the private CA behind it."""
+
+    server: Origin
+    ca: trustme.CA
+    ca_file: Path
+
+    def url(self, host: str, path: str) -> str:
+        return self.server.url(host, path)
+
+
+def tls_serving(ca: trustme.CA) -> contextlib.AbstractContextManager[Origin]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*(f"*{domain}" for domain in TEST_DOMAINS)).configure_cert(context)
+    return serving(Origin(tls=context))
+
+
+@pytest.fixture(scope="session")
+def tls_origin(proxy_dir: Path) -> Iterator[TLSOrigin]:
+    ca = trustme.CA(organization_name="sandbox test origin CA")
+    ca_file = proxy_dir / "origin-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca_file.chmod(0o644)
+    with tls_serving(ca) as server:
+        yield TLSOrigin(server, ca, ca_file)
 
 
 # ---------------------------------------------------------------- proxies
@@ -265,6 +304,31 @@ def squid(proxy_dir: Path) -> Iterator[Proxy]:
         shutil.chown(child, "proxy", "proxy")
     with process_group(["squid", "-N", "-f", str(conf)], base / "out.log", port):
         yield Proxy(port, base / "access.log")
+
+
+@dataclasses.dataclass
+class Interceptor:
+    """mitmproxy: terminates TLS with certificates from its own CA."""
+
+    port: int
+    ca_pem: str
+
+
+@pytest.fixture(scope="session")
+def mitmproxy(proxy_dir: Path, tls_origin: TLSOrigin) -> Iterator[Interceptor]:
+    port = free_port()
+    base = proxy_dir / "mitmproxy"
+    base.mkdir()
+    hosts = _hosts_file(base / "hosts", TEST_HOSTS)
+    # It checks the origin's certificate against the origin's CA, like a
+    # corporate interceptor that trusts the internal CA.
+    script = (
+        f"mount --bind {hosts} /etc/hosts && exec mitmdump --listen-host 127.0.0.1"
+        f" --listen-port {port} --set confdir={base}"
+        f" --set ssl_verify_upstream_trusted_ca={tls_origin.ca_file} -q"
+    )
+    with process_group(["unshare", "-m", "sh", "-c", script], base / "out.log", port):
+        yield Interceptor(port, (base / "mitmproxy-ca-cert.pem").read_text())
 
 
 # ---------------------------------------------------------------- secrets

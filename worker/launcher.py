@@ -60,6 +60,8 @@ class LaunchSpec:
     proxy_server: str = ""
     # Chromium's --host-resolver-rules for the worker's static host entries.
     host_rules: str = ""
+    # More environment, e.g. SSL_CERT_FILE for clients inside the session.
+    extra_env: tuple[tuple[str, str], ...] = ()
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -102,6 +104,7 @@ def environment(spec: LaunchSpec) -> dict[str, str]:
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "TZ": os.environ.get("TZ", "UTC"),
+        **dict(spec.extra_env),
     }
 
 

@@ -14,6 +14,9 @@ import time
 
 import structlog
 
+from certstore import validate as certstore_validate
+from certstore.nssdb import NSSStores
+from certstore.validate import CACertificate, CertificateError
 from worker import ids, reaper, validation
 from worker.config import Config
 from worker.errors import (
@@ -56,6 +59,7 @@ class SessionManager:
         self.store = store
         self.relay = relay
         self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
+        self.trust = NSSStores(config.state_dir / "nss-cache")
         self.live: dict[str, Session] = {}
         self.draining = False
         self._idle = asyncio.Event()
@@ -176,16 +180,18 @@ class SessionManager:
         if self.draining:
             raise Unavailable("the worker is draining and takes no new sessions")
         browser = self.get_browser(request.browser_id)
-        self._refuse_unsupported(browser, request)
+        self._refuse_unsupported(browser)
         if request.client_token:
             earlier = await self._earlier_start(request)
             if earlier is not None:
                 return earlier
         self._check_capacity()
         # Secrets are read before anything starts: a bad one leaves nothing.
-        proxy_auth = await self._proxy_auth(request.proxy)
+        proxy_auth, certificates = await asyncio.gather(
+            self._proxy_auth(request.proxy), self._certificates(browser, request)
+        )
         self._check_capacity()  # again: others may have started meanwhile
-        session = self._new_session(request, browser, proxy_auth)
+        session = self._new_session(request, browser, proxy_auth, certificates)
         task = asyncio.ensure_future(self._bring_up(session))
         key = (request.browser_id, request.client_token)
         if request.client_token:
@@ -206,15 +212,13 @@ class SessionManager:
                 f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
             )
 
-    def _refuse_unsupported(self, browser: BrowserConfig, request: StartRequest) -> None:
+    def _refuse_unsupported(self, browser: BrowserConfig) -> None:
         # Accepted and stored on the browser, but this worker cannot honour
-        # them yet: refusing beats a session that silently does not record.
+        # it yet: refusing beats a session that silently does not record.
         if browser.recording.enabled:
             raise FailedPrecondition(
                 "recording: this worker does not record sessions yet; disable recording"
             )
-        if browser.certificate_arns or request.certificate_arns:
-            raise FailedPrecondition("certificates: this worker does not install certificates yet")
 
     async def _proxy_auth(self, proxy: ProxyConfig | None) -> list[str]:
         """Each proxy's Proxy-Authorization value ("" without credentials)."""
@@ -248,8 +252,33 @@ class SessionManager:
         _check_same_request(record, request)
         return self.live.get(record.session_id, record)
 
+    async def _certificates(
+        self, browser: BrowserConfig, request: StartRequest
+    ) -> list[CACertificate]:
+        """The browser's CAs, then the session's, each read and checked."""
+        refs = [
+            (f"{prefix}certificates[{i}].location.secrets_manager.secret_arn", arn)
+            for prefix, arns in (
+                ("browser.", browser.certificate_arns),
+                ("", request.certificate_arns),
+            )
+            for i, arn in enumerate(arns)
+        ]
+        texts = await asyncio.gather(*(self.secrets.fetch(field, ref) for field, ref in refs))
+        checked: list[CACertificate] = []
+        for (field, ref), text in zip(refs, texts, strict=True):
+            try:
+                checked += certstore_validate.parse(text)
+            except CertificateError as err:
+                raise InvalidArgument(field, f"secret '{ref}' {err.reason}") from None
+        return checked
+
     def _new_session(
-        self, request: StartRequest, browser: BrowserConfig, proxy_auth: list[str]
+        self,
+        request: StartRequest,
+        browser: BrowserConfig,
+        proxy_auth: list[str],
+        certificates: list[CACertificate],
     ) -> Session:
         session_id = ids.new_session_id()
         now = time.time()
@@ -276,6 +305,8 @@ class SessionManager:
             self._evict,
             self.relay,
             proxy_auth,
+            self.trust,
+            certificates,
         )
         self.live[session_id] = session
         self._idle.clear()

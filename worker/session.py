@@ -10,6 +10,7 @@ group, and remove the directories in `finally`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import time
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import structlog
 
+from certstore import bundle
+from certstore.nssdb import NSSStores
+from certstore.validate import CACertificate
 from worker import launcher, reaper
 from worker.config import Config
 from worker.errors import Unavailable
@@ -48,6 +52,8 @@ class Session:
         evict: Callable[[Session], None],
         relay: RelayControl | None = None,
         proxy_auth: Sequence[str] = (),
+        trust: NSSStores | None = None,
+        certificates: Sequence[CACertificate] = (),
     ) -> None:
         self.record = record
         self.token = token
@@ -56,6 +62,8 @@ class Session:
         self._evict = evict
         self._relay = relay
         self._proxy_auth = list(proxy_auth)  # Proxy-Authorization per proxy: memory only
+        self._trust = trust
+        self._certificates = list(certificates)  # validated, tool-level first
         self.proxy_port = 0
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
@@ -119,6 +127,8 @@ class Session:
                 raise Unavailable("proxy_configuration: this worker runs no proxy relay")
             self.proxy_port = await self._relay.open(self.session_id, proxy, self._proxy_auth)
         spec = self.make_dirs()
+        if self._certificates:
+            spec = await asyncio.to_thread(self._install_trust, spec)
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
         self.process.exited.add_done_callback(self._on_exit)
@@ -132,6 +142,16 @@ class Session:
         self._persist(self.record)
         self._timer = asyncio.get_running_loop().call_later(
             self.record.timeout_s, self.close_soon, TIMEOUT
+        )
+
+    def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
+        """The session's CAs, before its first TLS connection: in its own NSS
+        store (Chromium) and in a PEM bundle (any other client it runs)."""
+        assert self._trust is not None
+        self._trust.install(spec.home_dir, self._certificates)
+        pem = str(bundle.write(spec.home_dir / "ca-bundle.pem", self._certificates))
+        return dataclasses.replace(
+            spec, extra_env=(("SSL_CERT_FILE", pem), ("NODE_EXTRA_CA_CERTS", pem))
         )
 
     def _on_ready(self, ready: asyncio.Future[str]) -> None:
