@@ -54,6 +54,7 @@ def daemon(
         "--state-dir", str(state),
         "--grpc-listen", "127.0.0.1:0",
         "--automation-listen", "127.0.0.1:0",
+        "--metrics-listen", "127.0.0.1:0",
         "--ready-file", str(ready),
         "--log-level", "warning",
         "--max-sessions", "2",

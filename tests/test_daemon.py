@@ -25,6 +25,7 @@ def serve_argv(state_dir: Path, *flags: str) -> list[str]:
         "--state-dir", str(state_dir),
         "--grpc-listen", "127.0.0.1:0",
         "--automation-listen", "127.0.0.1:0",
+        "--metrics-listen", "127.0.0.1:0",
         *flags,
     ]  # fmt: skip
 

@@ -417,6 +417,7 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
         "SANDBOX_SECRETS_DIR": str(secrets),
     }
     seen: dict[str, bytes] = {}
+    tokens: list[bytes] = []
     with daemon(state, "--log-level", "debug", env=env) as (proc, info):
         seen.update(process_view(info["relay_pid"]))
         async with grpc.aio.insecure_channel(info["grpc"]) as channel:
@@ -428,6 +429,7 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
                     )
                 )
                 sid = started.session_id
+                tokens.append(started.streams.automation_stream.token.encode())
                 path = unique_path("leak")
                 stream = started.streams.automation_stream
                 async with async_playwright() as p:
@@ -468,3 +470,8 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
     for needle in secret_needles():
         leaks = [where for where, body in seen.items() if needle in body]
         assert not leaks, f"the credentials leaked into {leaks}"
+    # Automation tokens belong in Start's answer only: not in the log, the
+    # state files or a browser process.
+    for token in tokens:
+        places = [where for where, body in seen.items() if token in body]
+        assert len(places) == 1 and places[0].startswith("start response "), places

@@ -85,6 +85,7 @@ class AutomationServer:
         return None
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:
+        self._manager.metrics.automation_refused.labels(status.phrase.lower()).inc()
         log.info("automation.refused", status=int(status), reason=why)
         return connection.respond(status, why + "\n")
 

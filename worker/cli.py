@@ -59,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         grpc_listen=args.grpc_listen,
         automation_listen=args.automation_listen,
+        metrics_listen=args.metrics_listen,
         public_automation_url=args.public_automation_url,
         max_sessions=args.max_sessions,
         default_flavour=args.default_flavour,
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", type=Path)
     serve.add_argument("--grpc-listen", metavar="HOST:PORT")
     serve.add_argument("--automation-listen", metavar="HOST:PORT")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="'' to disable /metrics")
     serve.add_argument("--public-automation-url", metavar="URL")
     serve.add_argument("--max-sessions", type=int)
     serve.add_argument("--default-flavour", choices=["chromium", "headless-shell"])

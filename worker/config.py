@@ -29,6 +29,8 @@ class Config:
     state_dir: Path = Path(".sandbox-worker")
     grpc_listen: str = "127.0.0.1:50051"
     automation_listen: str = "127.0.0.1:9223"
+    # Prometheus /metrics on its own port; empty: not served.
+    metrics_listen: str = "127.0.0.1:9464"
     # Base URL clients use to reach the automation endpoint (ws:// or wss://).
     # Empty: derived from automation_listen. Set it behind a Service or proxy.
     public_automation_url: str = ""

@@ -29,6 +29,7 @@ from worker.errors import (
     Unavailable,
     WorkerError,
 )
+from worker.metrics import LiveSession, Metrics, State
 from worker.model import (
     DEFAULT_BROWSER_ID,
     DISABLED,
@@ -54,10 +55,17 @@ ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
 
 
 class SessionManager:
-    def __init__(self, config: Config, store: Store, relay: RelayControl | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        relay: RelayControl | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.relay = relay
+        self.metrics = metrics or Metrics()
         self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
         self.trust = NSSStores(config.state_dir / "nss-cache")
         self.live: dict[str, Session] = {}
@@ -88,6 +96,7 @@ class SessionManager:
         sessions_dir = self.config.sessions_dir
         sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         killed = reaper.kill_referencing(sessions_dir)
+        self.metrics.orphans_reaped.inc(killed)
         leftover = [p for p in sessions_dir.iterdir() if p.is_dir()]
         tmp_root = self.config.session_tmp_root
         for path in leftover:
@@ -177,6 +186,7 @@ class SessionManager:
         Returns the live Session, or the stored record when the clientToken
         names a session that has ended since.
         """
+        requested_at = time.perf_counter()
         if self.draining:
             raise Unavailable("the worker is draining and takes no new sessions")
         browser = self.get_browser(request.browser_id)
@@ -192,6 +202,7 @@ class SessionManager:
         )
         self._check_capacity()  # again: others may have started meanwhile
         session = self._new_session(request, browser, proxy_auth, certificates)
+        session.requested_at = requested_at
         task = asyncio.ensure_future(self._bring_up(session))
         key = (request.browser_id, request.client_token)
         if request.client_token:
@@ -307,6 +318,7 @@ class SessionManager:
             proxy_auth,
             self.trust,
             certificates,
+            self.metrics,
         )
         self.live[session_id] = session
         self._idle.clear()
@@ -325,6 +337,7 @@ class SessionManager:
                 raise
             session.log.warning("session.start_failed", error=str(exc))
             raise BrowserStartError(f"the browser did not start: {exc}") from None
+        self.metrics.sessions_started.labels(session.record.flavour).inc()
         session.log.info(
             "session.started",
             flavour=session.record.flavour,
@@ -383,6 +396,27 @@ class SessionManager:
         if session is None or session.record.browser_id != browser_id or session.mux is None:
             return None
         return session
+
+    async def state(self) -> State:
+        """What a metrics scrape reports (taken on the event loop)."""
+        sessions = tuple(
+            LiveSession(
+                s.session_id,
+                s.record.browser_id,
+                s.record.flavour,
+                s.record.pid,
+                len(s.mux.clients) if s.mux else 0,
+            )
+            for s in list(self.live.values())
+        )
+        proxy = await self.relay.traffic() if self.relay is not None else {}
+        return State(
+            capacity=self.config.max_sessions,
+            draining=self.draining,
+            sessions=sessions,
+            proxy=proxy,
+            relay_restarts=self.relay.restarts if self.relay is not None else 0,
+        )
 
     # -------------------------------------------------------------- shutdown
 

@@ -231,10 +231,17 @@ class Multiplexer:
     """All automation clients of one browser."""
 
     def __init__(
-        self, conn: Connection, queue_limit: int, spare: asyncio.Future[str] | None = None
+        self,
+        conn: Connection,
+        queue_limit: int,
+        spare: asyncio.Future[str] | None = None,
+        count_in: Callable[[], None] = lambda: None,
+        count_out: Callable[[], None] = lambda: None,
     ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
+        self._count_in = count_in  # one call per client message (metrics)
+        self._count_out = count_out  # one call per message sent to a client
         # A browser-target session attached while the browser booted: the
         # first client gets it without a round trip to a still-busy browser.
         self._spare = spare
@@ -242,7 +249,12 @@ class Multiplexer:
 
     async def serve(self, ws: Any) -> None:
         """Run one websocket client until it or the browser goes away."""
-        client = Client(self._conn, ws.send, ws.close, self._queue_limit)
+
+        async def send(message: str) -> None:
+            self._count_out()
+            await ws.send(message)
+
+        client = Client(self._conn, send, ws.close, self._queue_limit)
         if self._conn.closed:
             await ws.close(1011, "browser is gone")
             return
@@ -254,6 +266,7 @@ class Multiplexer:
             async for raw in ws:
                 if client.closed:
                     break
+                self._count_in()
                 client.handle(raw)
         except ClientGone as gone:
             client.shut(gone.code, gone.reason)

@@ -346,6 +346,8 @@ class Relay:
         return {"stats": listener.counters.routes}
 
     def stats(self, session: str) -> dict[str, Any]:
+        if not session:  # every session at once (metrics scrapes)
+            return {"all": {sid: lst.counters.routes for sid, lst in self.listeners.items()}}
         listener = self.listeners.get(session)
         return {"stats": listener.counters.routes if listener else {}}
 
@@ -362,7 +364,7 @@ class Relay:
         if op == "close":
             return self.close(message["session"])
         if op == "stats":
-            return self.stats(message["session"])
+            return self.stats(message.get("session", ""))
         raise ValueError(f"unknown op {op!r}")
 
 

@@ -47,8 +47,8 @@ class RelayControl:
         self._restarting: asyncio.Task[None] | None = None
         self._last_start = 0.0
         self.restarts = 0
-        # Traffic of ended sessions, by counter name (for the worker's totals).
-        self.totals: dict[str, int] = {}
+        # Traffic of ended sessions by (upstream, counter), for metrics.
+        self._ended: dict[tuple[str, str], int] = {}
 
     @property
     def pid(self) -> int:
@@ -110,7 +110,8 @@ class RelayControl:
 
     async def close(self, session_id: str) -> dict[str, dict[str, int]]:
         """Close a session's listener; returns its traffic by route."""
-        if self._listeners.pop(session_id, None) is None:
+        body = self._listeners.pop(session_id, None)
+        if body is None:
             return {}
         try:
             stats: dict[str, dict[str, int]] = (
@@ -118,10 +119,23 @@ class RelayControl:
             ).get("stats", {})
         except Unavailable:
             return {}
-        for counts in stats.values():
-            for name, value in counts.items():
-                self.totals[name] = self.totals.get(name, 0) + value
+        _add(self._ended, body["config"], stats)
         return stats
+
+    async def traffic(self) -> dict[tuple[str, str], int]:
+        """Every session's traffic so far, by (upstream, counter)."""
+        totals = dict(self._ended)
+        if not self._listeners:
+            return totals
+        try:
+            live = (await self._call({"op": "stats"})).get("all", {})
+        except Unavailable:
+            live = {}
+        for session_id, stats in live.items():
+            body = self._listeners.get(session_id)
+            if body is not None:
+                _add(totals, body["config"], stats)
+        return totals
 
     async def stats(self, session_id: str) -> dict[str, dict[str, int]]:
         answer = await self._call({"op": "stats", "session": session_id})
@@ -175,3 +189,17 @@ class RelayControl:
         results = await asyncio.gather(*replays, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         log.warning("relay.restarted", pid=self.pid, listeners=len(replays), failed=len(failed))
+
+
+def _add(
+    totals: dict[tuple[str, str], int], config: dict[str, Any], stats: dict[str, dict[str, int]]
+) -> None:
+    """Fold one session's per-route counters into totals by upstream."""
+    proxies = config["proxies"]
+    for route, counts in stats.items():
+        upstream = "direct"
+        if route != "direct":
+            proxy = proxies[int(route)]
+            upstream = f"{proxy['server']}:{proxy['port']}"
+        for name, value in counts.items():
+            totals[(upstream, name)] = totals.get((upstream, name), 0) + value

@@ -32,6 +32,7 @@ from worker import ids
 from worker.automation import AutomationServer
 from worker.config import Config, ConfigError
 from worker.manager import SessionManager
+from worker.metrics import Metrics, State
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.relay_control import RelayControl
@@ -67,6 +68,8 @@ class WorkerServer:
         self._store: Store | None = None
         self._automation: AutomationServer | None = None
         self.relay: RelayControl | None = None
+        self.metrics = Metrics()
+        self.metrics_port = 0
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._stopped = False
@@ -80,8 +83,9 @@ class WorkerServer:
         # Python process to boot.
         self.relay = RelayControl(config.host_override_map())
         await self.relay.start()
-        self.manager = SessionManager(config, self._store, self.relay)
+        self.manager = SessionManager(config, self._store, self.relay, self.metrics)
         self.manager.recover()
+        self._serve_metrics()
 
         self._automation = AutomationServer(self.manager)
         host, port = split_host_port(config.automation_listen, "automation_listen")
@@ -111,8 +115,24 @@ class WorkerServer:
             grpc_port=self.grpc_port,
             automation_url=public,
             capacity=config.max_sessions,
+            metrics_port=self.metrics_port,
             state_dir=str(config.state_dir),
         )
+
+    def _serve_metrics(self) -> None:
+        if not self.config.metrics_listen:
+            return
+        manager, loop = self.manager, asyncio.get_running_loop()
+        assert manager is not None
+
+        def snapshot() -> State:
+            # Scrapes run on prometheus-client's thread; the state is read
+            # on the event loop, which owns it.
+            return asyncio.run_coroutine_threadsafe(manager.state(), loop).result(10)
+
+        self.metrics.watch(snapshot)
+        host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
+        self.metrics_port = self.metrics.serve(host, port)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -128,6 +148,7 @@ class WorkerServer:
             "automation_url": public,
             "pid": os.getpid(),
             "relay_pid": self.relay.pid if self.relay else 0,
+            "metrics_port": self.metrics_port,
             "worker_id": self.worker_id,
         }
         tmp = self.config.ready_file.with_suffix(".tmp")
@@ -149,6 +170,7 @@ class WorkerServer:
             await self._automation.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        await asyncio.to_thread(self.metrics.stop)
         if self._store is not None:
             self._store.close()
         if self._lock is not None:

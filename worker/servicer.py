@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from worker import __version__, validation
 from worker.automation import endpoint_path
 from worker.errors import InvalidArgument, WorkerError
 from worker.manager import ARN_PREFIX, SessionManager
+from worker.metrics import Metrics
 from worker.model import (
     DEFAULT_BROWSER_ID,
     BrowserConfig,
@@ -49,16 +51,22 @@ def _rpc(
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get("x-request-id", "")) or secrets.token_hex(8)
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
+        metrics: Metrics = self._manager.metrics
+        started, code = time.perf_counter(), "OK"
         try:
             return await handler(self, request, context)
         except WorkerError as err:
-            log.info("rpc.refused", code=err.code.name, detail=err.message)
+            code = err.code.name
+            log.info("rpc.refused", code=code, detail=err.message)
             await context.abort(err.code, err.message)
         except Exception:
+            code = "INTERNAL"
             log.exception("rpc.internal_error")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "rpc")
+            metrics.rpc_requests.labels(handler.__name__, code).inc()
+            metrics.rpc_seconds.labels(handler.__name__).observe(time.perf_counter() - started)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper

@@ -25,6 +25,7 @@ from certstore.validate import CACertificate
 from worker import launcher, reaper
 from worker.config import Config
 from worker.errors import Unavailable
+from worker.metrics import Metrics
 from worker.model import (
     BROWSER_EXITED,
     READY,
@@ -54,6 +55,7 @@ class Session:
         proxy_auth: Sequence[str] = (),
         trust: NSSStores | None = None,
         certificates: Sequence[CACertificate] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.record = record
         self.token = token
@@ -64,6 +66,8 @@ class Session:
         self._proxy_auth = list(proxy_auth)  # Proxy-Authorization per proxy: memory only
         self._trust = trust
         self._certificates = list(certificates)  # validated, tool-level first
+        self._metrics = metrics
+        self.requested_at = time.perf_counter()  # StartBrowserSession arrived
         self.proxy_port = 0
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
@@ -136,7 +140,17 @@ class Session:
             launcher.wait_ready(self.process, self._config.start_timeout_s)
         )
         self.ready.add_done_callback(self._on_ready)
-        self.mux = Multiplexer(self.process.connection, self._config.client_queue_limit, self.ready)
+        count_in = count_out = _nothing
+        if self._metrics is not None:
+            count_in = self._metrics.cdp_messages.labels("in").inc
+            count_out = self._metrics.cdp_messages.labels("out").inc
+        self.mux = Multiplexer(
+            self.process.connection,
+            self._config.client_queue_limit,
+            self.ready,
+            count_in,
+            count_out,
+        )
         self.record.status = READY
         self.record.updated_at = time.time()
         self._persist(self.record)
@@ -161,10 +175,10 @@ class Session:
             self.log.warning("session.start_failed", error=str(error) or type(error).__name__)
             self.close_soon(START_FAILED)
             return
-        self.log.info(
-            "session.browser_ready",
-            ready_ms=round((time.time() - self.record.created_at) * 1000, 1),
-        )
+        took = time.perf_counter() - self.requested_at
+        if self._metrics is not None:
+            self._metrics.start_seconds.labels(self.record.flavour).observe(took)
+        self.log.info("session.browser_ready", ready_ms=round(took * 1000, 1))
 
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         # A browser that dies ends its session the normal way; before its
@@ -196,6 +210,7 @@ class Session:
     async def _close(self, reason: str) -> None:
         started = time.perf_counter()
         self._evict(self)
+        self._count_end(reason)
         self.record.status = TERMINATED
         self.record.termination_reason = reason
         self.record.updated_at = time.time()
@@ -228,6 +243,16 @@ class Session:
                 close_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
+    def _count_end(self, reason: str) -> None:
+        if self._metrics is None:
+            return
+        flavour = self.record.flavour
+        self._metrics.sessions_ended.labels(reason, flavour).inc()
+        lifetime = time.time() - self.record.created_at
+        self._metrics.session_seconds.labels(flavour).observe(lifetime)
+        if reason in (BROWSER_EXITED, START_FAILED):
+            self._metrics.browser_crashes.labels(flavour).inc()
+
     def _log_tail(self, limit: int = 2000) -> str:
         try:
             with open(self.directory / "browser.log", "rb") as f:
@@ -236,6 +261,10 @@ class Session:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def _nothing() -> None:
+    pass
 
 
 def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:

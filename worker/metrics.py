@@ -1,0 +1,263 @@
+"""Prometheus metrics: what an operator needs to trust and size a worker.
+
+Counters and histograms are updated where things happen (start, close,
+refusal, RPC). Gauges that describe the present (sessions, clients, browser
+memory and CPU, proxy traffic) are computed when Prometheus scrapes, from
+the live registry and /proc, so nothing samples in the background except
+the relay's traffic, which is polled from the relay process. Each worker
+has its own registry (tests build one per test); `/metrics` is served on
+its own port by prometheus-client's threaded server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # scrapes every few seconds are not news
+
+
+# Fine enough below 100 ms to tell 10 ms from 50 ms.
+START_BUCKETS = (
+    0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 2.0, 5.0, 10.0, 30.0,
+)  # fmt: skip
+DURATION_BUCKETS = (1, 10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 28800)
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """What a scrape reports about one running session."""
+
+    session_id: str
+    browser_id: str
+    flavour: str
+    pid: int  # the browser's process group
+    clients: int
+
+
+@dataclass(frozen=True)
+class State:
+    """A snapshot of the worker, taken on the event loop's thread."""
+
+    capacity: int
+    draining: bool
+    sessions: tuple[LiveSession, ...]
+    # (upstream, counter) -> total, for every session the relay has seen
+    proxy: dict[tuple[str, str], int]
+    relay_restarts: int
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sessions_started = Counter(
+            "sandbox_sessions_started_total", "Sessions started", ["flavour"], registry=r
+        )
+        self.sessions_ended = Counter(
+            "sandbox_sessions_ended_total",
+            "Sessions ended, by termination reason",
+            ["reason", "flavour"],
+            registry=r,
+        )
+        self.start_seconds = Histogram(
+            "sandbox_session_start_seconds",
+            "StartBrowserSession received to the browser's first CDP answer",
+            ["flavour"],
+            buckets=START_BUCKETS,
+            registry=r,
+        )
+        self.session_seconds = Histogram(
+            "sandbox_session_duration_seconds",
+            "Session lifetime",
+            ["flavour"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.browser_crashes = Counter(
+            "sandbox_browser_crashes_total",
+            "Browsers that exited on their own (BROWSER_EXITED or START_FAILED)",
+            ["flavour"],
+            registry=r,
+        )
+        self.orphans_reaped = Counter(
+            "sandbox_orphans_reaped_total",
+            "Processes of an earlier, killed worker run that start-up killed",
+            registry=r,
+        )
+        self.automation_refused = Counter(
+            "sandbox_automation_refused_total",
+            "Automation connections refused in the handshake, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.cdp_messages = Counter(
+            "sandbox_cdp_messages_total",
+            "CDP messages through the automation endpoint (in: from clients)",
+            ["direction"],
+            registry=r,
+        )
+        self.rpc_requests = Counter(
+            "sandbox_grpc_requests_total", "gRPC calls", ["method", "code"], registry=r
+        )
+        self.rpc_seconds = Histogram(
+            "sandbox_grpc_request_seconds",
+            "gRPC call latency",
+            ["method"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, snapshot: Callable[[], State]) -> None:
+        """Report the worker's present state on every scrape."""
+        self.registry.register(StateCollector(snapshot))
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics on its own port; returns the bound port."""
+        server = make_server(
+            host, port, make_wsgi_app(self.registry), ThreadingWSGIServer, handler_class=_Quiet
+        )
+        # A short poll so that stopping the worker does not wait half a second.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        self._server = server
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class StateCollector(Collector):
+    def __init__(self, snapshot: Callable[[], State]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._snapshot()
+        yield GaugeMetricFamily(
+            "sandbox_capacity_sessions", "Sessions this worker runs at most", state.capacity
+        )
+        yield GaugeMetricFamily(
+            "sandbox_draining", "1 while the worker drains", 1 if state.draining else 0
+        )
+        active = GaugeMetricFamily(
+            "sandbox_sessions_active", "Running sessions", labels=["browser", "flavour"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for s in state.sessions:
+            counts[(s.browser_id, s.flavour)] = counts.get((s.browser_id, s.flavour), 0) + 1
+        for labels, count in counts.items():
+            active.add_metric(list(labels), count)
+        yield active
+        yield GaugeMetricFamily(
+            "sandbox_automation_clients",
+            "Connected automation clients",
+            sum(s.clients for s in state.sessions),
+        )
+        yield from browser_usage(state.sessions)
+        yield from proxy_traffic(state.proxy)
+        yield CounterMetricFamily(
+            "sandbox_proxy_relay_restarts", "Proxy relay process restarts", state.relay_restarts
+        )
+
+
+def browser_usage(sessions: Iterable[LiveSession]) -> Iterator[Metric]:
+    """PSS and CPU of each session's browser processes, read from /proc."""
+    memory = GaugeMetricFamily(
+        "sandbox_browser_memory_pss_bytes",
+        "Proportional set size of a session's browser processes",
+        labels=["session_id", "flavour"],
+    )
+    cpu = CounterMetricFamily(
+        "sandbox_browser_cpu_seconds",
+        "CPU time of a session's live browser processes",
+        labels=["session_id", "flavour"],
+    )
+    groups = process_groups({s.pid for s in sessions if s.pid})
+    for s in sessions:
+        pids = groups.get(s.pid, [])
+        memory.add_metric([s.session_id, s.flavour], sum(pss_bytes(p) for p in pids))
+        cpu.add_metric([s.session_id, s.flavour], sum(cpu_seconds(p) for p in pids))
+    yield memory
+    yield cpu
+
+
+def proxy_traffic(totals: dict[tuple[str, str], int]) -> Iterator[Metric]:
+    names = {
+        "requests": ("sandbox_proxy_requests_total", "Plain HTTP requests relayed"),
+        "tunnels": ("sandbox_proxy_tunnels_total", "CONNECT tunnels opened"),
+        "bytes_up": ("sandbox_proxy_sent_bytes_total", "Bytes sent upstream"),
+        "bytes_down": ("sandbox_proxy_received_bytes_total", "Bytes received from upstream"),
+        "auth_failures": ("sandbox_proxy_auth_failures_total", "407s from upstream proxies"),
+        "errors": ("sandbox_proxy_errors_total", "Upstreams unreachable or refusing"),
+    }
+    for field, (name, text) in names.items():
+        family = CounterMetricFamily(name.removesuffix("_total"), text, labels=["upstream"])
+        for (upstream, counter), value in sorted(totals.items()):
+            if counter == field:
+                family.add_metric([upstream], value)
+        yield family
+
+
+def process_groups(leaders: set[int]) -> dict[int, list[int]]:
+    """The live pids of each process group in `leaders` (one /proc scan)."""
+    groups: dict[int, list[int]] = {leader: [] for leader in leaders}
+    if not leaders:
+        return groups
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pgid = int(fields[2])
+        if pgid in groups:
+            groups[pgid].append(int(entry.name))
+    return groups
+
+
+def pss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
