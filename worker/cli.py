@@ -60,6 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         automation_listen=args.automation_listen,
         metrics_listen=args.metrics_listen,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
+        tls_client_ca_file=args.tls_client_ca_file,
         public_automation_url=args.public_automation_url,
         max_sessions=args.max_sessions,
         default_flavour=args.default_flavour,
@@ -76,8 +79,17 @@ def _serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------- clients
 
 
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.target)
+    key = Path(args.tls_key).read_bytes() if args.tls_key else None
+    chain = Path(args.tls_cert).read_bytes() if args.tls_cert else None
+    credentials = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes(), key, chain)
+    return grpc.secure_channel(args.target, credentials)
+
+
 def _stubs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    channel = grpc.insecure_channel(args.target)
+    channel = _channel(args)
     return (
         pb_grpc.BrowserSessionsStub(channel),
         pb_grpc.BrowsersStub(channel),
@@ -230,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["auto", "json", "console"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", type=Path, help="write bound addresses here as JSON")
+    serve.add_argument("--tls-cert-file", type=Path, help="gRPC server certificate chain")
+    serve.add_argument("--tls-key-file", type=Path, help="gRPC server key")
+    serve.add_argument("--tls-client-ca-file", type=Path, help="require client certificates")
     serve.set_defaults(run=_serve)
 
     client = argparse.ArgumentParser(add_help=False)
@@ -237,6 +252,12 @@ def _parser() -> argparse.ArgumentParser:
         "--target", default=os.environ.get("SANDBOX_TARGET", DEFAULT_TARGET), metavar="H:P"
     )
     client.add_argument("--json", action="store_true", help="print the answer as JSON")
+    tls = {"ca": "CA that signed the worker's certificate", "cert": "client chain (mTLS)"}
+    for name, text in {**tls, "key": "client key (mTLS)"}.items():
+        env = f"SANDBOX_CLIENT_TLS_{name.upper()}"
+        client.add_argument(
+            f"--tls-{name}", default=os.environ.get(env, ""), help=f"{text}; ${env}"
+        )
     with_browser = argparse.ArgumentParser(add_help=False, parents=[client])
     with_browser.add_argument("--browser", default=DEFAULT_BROWSER_ID, metavar="BROWSER_ID")
 

@@ -29,8 +29,16 @@ class Config:
     state_dir: Path = Path(".sandbox-worker")
     grpc_listen: str = "127.0.0.1:50051"
     automation_listen: str = "127.0.0.1:9223"
-    # Prometheus /metrics on its own port; empty: not served.
+    # Prometheus /metrics on its own port; empty: not served. The same port
+    # answers /healthz (alive) and /readyz (serving, not draining) for
+    # probes that cannot speak gRPC over TLS.
     metrics_listen: str = "127.0.0.1:9464"
+    # gRPC over TLS: the server's certificate chain and key (PEM files).
+    # With tls_client_ca_file too, clients must present a certificate it
+    # signed (mTLS). Unset: plaintext gRPC.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     # Base URL clients use to reach the automation endpoint (ws:// or wss://).
     # Empty: derived from automation_listen. Set it behind a Service or proxy.
     public_automation_url: str = ""
@@ -100,6 +108,10 @@ class Config:
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("log_format: must be auto, json or console")
         self.host_override_map()
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file, tls_key_file: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")

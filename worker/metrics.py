@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import StartResponse, WSGIApplication
 
 
 class _Quiet(WSGIRequestHandler):
@@ -132,10 +133,20 @@ class Metrics:
         """Report the worker's present state on every scrape."""
         self.registry.register(StateCollector(snapshot))
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics on its own port; returns the bound port."""
+    def serve(
+        self,
+        host: str,
+        port: int,
+        alive: Callable[[], bool] = lambda: True,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> int:
+        """Serve /metrics, /healthz and /readyz on one port; returns it."""
         server = make_server(
-            host, port, make_wsgi_app(self.registry), ThreadingWSGIServer, handler_class=_Quiet
+            host,
+            port,
+            probes(make_wsgi_app(self.registry), alive, ready),
+            ThreadingWSGIServer,
+            handler_class=_Quiet,
         )
         # A short poll so that stopping the worker does not wait half a second.
         self._thread = threading.Thread(
@@ -151,6 +162,25 @@ class Metrics:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+
+def probes(
+    app: WSGIApplication, alive: Callable[[], bool], ready: Callable[[], bool]
+) -> WSGIApplication:
+    """/healthz and /readyz beside /metrics, for HTTP probes (Kubernetes
+    gRPC probes cannot speak TLS, so with mTLS on they use these)."""
+
+    def answer(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        check = {"/healthz": alive, "/readyz": ready}.get(environ.get("PATH_INFO", ""))
+        if check is None:
+            return app(environ, start_response)
+        ok = check()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+        )
+        return [b"ok\n" if ok else b"unavailable\n"]
+
+    return answer
 
 
 class StateCollector(Collector):

@@ -73,6 +73,7 @@ class WorkerServer:
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._stopped = False
+        self._serving = False
 
     async def start(self) -> None:
         config = self.config
@@ -102,12 +103,17 @@ class WorkerServer:
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.grpc_port = server.add_insecure_port(config.grpc_listen)
+        credentials = server_credentials(config)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(config.grpc_listen)
+        else:
+            self.grpc_port = server.add_secure_port(config.grpc_listen, credentials)
         if not self.grpc_port:
             raise ConfigError(f"grpc_listen: cannot listen on {config.grpc_listen}")
         await server.start()
         self._grpc = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._serving = True
         self._write_ready_file(public)
         log.info(
             "worker.ready",
@@ -130,9 +136,20 @@ class WorkerServer:
             # on the event loop, which owns it.
             return asyncio.run_coroutine_threadsafe(manager.state(), loop).result(10)
 
+        def alive() -> bool:
+            # The event loop answers: a wedged daemon fails its liveness probe.
+            try:
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+            except Exception:
+                return False
+            return True
+
+        def ready() -> bool:
+            return self._serving and manager is not None and not manager.draining
+
         self.metrics.watch(snapshot)
         host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
-        self.metrics_port = self.metrics.serve(host, port)
+        self.metrics_port = self.metrics.serve(host, port, alive, ready)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -160,6 +177,7 @@ class WorkerServer:
         if self._stopped:
             return
         self._stopped = True
+        self._serving = False
         timeout = self.config.drain_timeout_s if drain_timeout is None else drain_timeout
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.manager is not None:
@@ -176,6 +194,21 @@ class WorkerServer:
         if self._lock is not None:
             self._lock.close()
         log.info("worker.stopped", worker_id=self.worker_id)
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port, and client-certificate auth with a client CA."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    try:
+        chain = config.tls_cert_file.read_bytes()
+        key = config.tls_key_file.read_bytes()
+        client_ca = config.tls_client_ca_file.read_bytes() if config.tls_client_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"tls files: cannot read {exc.filename}: {exc.strerror}") from None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _url_host(host: str) -> str:
