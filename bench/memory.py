@@ -1,0 +1,176 @@
+"""Memory per session: how many sessions fit in a GiB, per flavour.
+
+One worker; for each flavour, N sessions each holding a loaded page (the
+test suite's pages, served on loopback) and a connected client. Measured two
+ways in the same run: the drop in the machine's MemAvailable per session
+(what the kernel can no longer hand out), and the proportional set size of
+each session's browser processes as the worker's /metrics reports it. The
+daemon's own PSS (with its proxy relay) is the fixed cost per worker.
+Prints one JSON object on its last line and writes bench/results/memory.json.
+
+    python bench/memory.py [--sessions 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.server
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from websockets.sync.client import ClientConnection, connect
+
+from common import ROOT, daemon, write_results
+from worker.metrics import pss_bytes
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+MiB = 1024 * 1024
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable")
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def pages() -> Iterator[str]:
+    handler = functools.partial(Quiet, directory=str(ROOT / "tests" / "pages"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def open_page(ws: ClientConnection, url: str) -> None:
+    """Create a page and load `url` in it, waiting for the load event."""
+
+    def call(msg_id: int, method: str, session: str = "", **params: Any) -> dict[str, Any]:
+        message: dict[str, Any] = {"id": msg_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        ws.send(json.dumps(message))
+        while True:
+            reply = json.loads(ws.recv(timeout=60))
+            if reply.get("id") == msg_id:
+                return dict(reply["result"])
+
+    target = call(1, "Target.createTarget", url="about:blank")["targetId"]
+    session = call(2, "Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    call(3, "Page.enable", session)
+    call(4, "Page.navigate", session, url=url)
+    deadline = time.monotonic() + 60
+    while json.loads(ws.recv(timeout=60)).get("method") != "Page.loadEventFired":
+        assert time.monotonic() < deadline
+
+
+def scrape_pss(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("sandbox_browser_memory_pss_bytes{"):
+            session = line.split('session_id="', 1)[1].split('"', 1)[0]
+            values[session] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict[str, Any]:
+    with grpc.insecure_channel(info["grpc"]) as channel, contextlib.ExitStack() as stack:
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        time.sleep(1)
+        before = mem_available()
+        ids = []
+        for _ in range(count):
+            started = sessions.StartBrowserSession(
+                pb.StartBrowserSessionRequest(browser_identifier=browser_id)
+            )
+            ids.append(started.session_id)
+            stream = started.streams.automation_stream
+            ws = stack.enter_context(
+                connect(
+                    stream.stream_endpoint,
+                    additional_headers={"Authorization": f"Bearer {stream.token}"},
+                    compression=None,
+                    max_size=None,
+                )
+            )
+            open_page(ws, url)
+        time.sleep(2)  # let the browsers settle after their first page
+        after = mem_available()
+        pss = scrape_pss(info["metrics_port"])
+        daemon_pss = pss_bytes(info["pid"]) + pss_bytes(info["relay_pid"])
+        stack.close()
+        for session_id in ids:
+            sessions.StopBrowserSession(
+                pb.StopBrowserSessionRequest(browser_identifier=browser_id, session_id=session_id)
+            )
+    per_session = sorted(pss[s] for s in ids)
+    marginal = (before - after) / count
+    # PSS counts each session's share of the browser binary's pages too:
+    # the conservative figure to size requests with.
+    sizing = statistics.median(per_session)
+    return {
+        "sessions": count,
+        "memavailable_drop_per_session_mib": round(marginal / MiB, 1),
+        "pss_per_session_mib": {
+            "median": round(statistics.median(per_session) / MiB, 1),
+            "max": round(per_session[-1] / MiB, 1),
+        },
+        "daemon_and_relay_pss_mib": round(daemon_pss / MiB, 1),
+        "sessions_per_gib_by_pss": round(1024 * MiB / sizing, 1),
+        "sessions_per_gib_by_memavailable": round(1024 * MiB / marginal, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=6)
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "benchmark": "memory",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "memtotal_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="sbxm-") as tmp, pages() as url:
+        flags = ("--max-sessions", str(args.sessions))
+        with daemon(Path(tmp), *flags) as info, grpc.insecure_channel(info["grpc"]) as channel:
+            shell = (
+                pb_grpc.BrowsersStub(channel)
+                .CreateBrowser(
+                    pb.CreateBrowserRequest(name="bench_shell", flavour=pb.HEADLESS_SHELL)
+                )
+                .browser_id
+            )
+            for flavour, browser_id in (("chromium", "aws.browser.v1"), ("headless-shell", shell)):
+                results[flavour] = measure(info, browser_id, url, args.sessions)
+    write_results("memory", results)
+
+
+if __name__ == "__main__":
+    main()
