@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         automation_listen=args.automation_listen,
         metrics_listen=args.metrics_listen,
+        warm_pool=tuple(args.warm_pool) if args.warm_pool else None,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
         tls_client_ca_file=args.tls_client_ca_file,
@@ -237,6 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="'' to disable /metrics")
     serve.add_argument("--public-automation-url", metavar="URL")
     serve.add_argument("--max-sessions", type=int)
+    serve.add_argument(
+        "--warm-pool", nargs="+", metavar="FLAVOUR=N", help="browsers launched ahead of demand"
+    )
     serve.add_argument("--default-flavour", choices=["chromium", "headless-shell"])
     serve.add_argument("--drain-timeout", type=float, metavar="SECONDS")
     serve.add_argument("--log-format", choices=["auto", "json", "console"])

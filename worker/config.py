@@ -75,6 +75,9 @@ class Config:
     # socket path must stay under 108 bytes, so this must be a short path.
     # Default: <system temp>/sandbox-worker-<hash of state_dir>.
     runtime_dir: Path | None = None
+    # Browsers launched ahead of demand, per flavour: "chromium=2
+    # headless-shell=1". They count against max_sessions. Empty: no pool.
+    warm_pool: tuple[str, ...] = ()
     # Where `file:NAME` secret references are read from (a mounted
     # Kubernetes Secret). Unset: only Secrets Manager ARNs resolve.
     secrets_dir: Path | None = None
@@ -108,6 +111,8 @@ class Config:
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("log_format: must be auto, json or console")
         self.host_override_map()
+        if sum(self.warm_pool_sizes().values()) > self.max_sessions:
+            raise ConfigError("warm_pool: more pooled browsers than max_sessions")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("tls_cert_file, tls_key_file: set both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -117,6 +122,17 @@ class Config:
                 raise ConfigError(f"{name}: must be positive")
         if self.max_client_message_bytes >= 100 * 1024 * 1024:
             raise ConfigError("max_client_message_bytes: must be below 100 MiB")
+
+    def warm_pool_sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for entry in self.warm_pool:
+            flavour, _, count = entry.partition("=")
+            if flavour not in ("chromium", "headless-shell") or not count.isdigit():
+                raise ConfigError(
+                    f"warm_pool: {entry!r} is not FLAVOUR=N (chromium, headless-shell)"
+                )
+            sizes[flavour] = int(count)
+        return sizes
 
     def host_override_map(self) -> dict[str, str]:
         entries: dict[str, str] = {}

@@ -42,7 +42,9 @@ from worker.model import (
     Recording,
     SessionRecord,
     StartRequest,
+    Viewport,
 )
+from worker.pool import WarmPool
 from worker.relay_control import RelayControl
 from worker.routing import ProxyConfig
 from worker.secret_resolver import SecretResolver
@@ -73,6 +75,12 @@ class SessionManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self._starts: dict[tuple[str, str], asyncio.Task[Session]] = {}
+        self.pool = WarmPool(
+            config.warm_pool_sizes(),
+            self._pooled_browser,
+            lambda: len(self.live) + self.pool.count < config.max_sessions,
+            config.start_timeout_s,
+        )
         self._builtin = BrowserConfig(
             browser_id=DEFAULT_BROWSER_ID,
             name="default",
@@ -200,10 +208,16 @@ class SessionManager:
         proxy_auth, certificates = await asyncio.gather(
             self._proxy_auth(request.proxy), self._certificates(browser, request)
         )
-        self._check_capacity()  # again: others may have started meanwhile
-        session = self._new_session(request, browser, proxy_auth, certificates)
+        pooled = self._take_pooled(request, browser)
+        if pooled is not None:
+            session = pooled
+            bring_up = self._claim(pooled, request, browser, certificates)
+        else:
+            self._check_capacity(make_room=True)  # again: others may have started
+            session = self._new_session(request, browser, proxy_auth, certificates)
+            bring_up = self._bring_up(session)
         session.requested_at = requested_at
-        task = asyncio.ensure_future(self._bring_up(session))
+        task = asyncio.ensure_future(bring_up)
         key = (request.browser_id, request.client_token)
         if request.client_token:
             self._starts[key] = task
@@ -217,11 +231,80 @@ class SessionManager:
                 task.add_done_callback(lambda _t: session.close_soon(STOPPED))
             raise
 
-    def _check_capacity(self) -> None:
+    def _check_capacity(self, make_room: bool = False) -> None:
         if self.in_use >= self.config.max_sessions:
             raise ResourceExhausted(
                 f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
             )
+        # Pooled browsers hold capacity only until a cold start needs it.
+        if make_room and self.in_use + self.pool.count >= self.config.max_sessions:
+            self.pool.evict_one()
+
+    # -------------------------------------------------------------- warm pool
+
+    def _take_pooled(self, request: StartRequest, browser: BrowserConfig) -> Session | None:
+        """A pooled browser for this request, if one can serve it: a proxy is
+        fixed at launch, and so is the window size new pages get."""
+        default = Viewport(self.config.default_viewport_width, self.config.default_viewport_height)
+        if request.proxy is not None or request.viewport != default:
+            return None
+        return self.pool.take(browser.flavour)
+
+    async def _pooled_browser(self, flavour: str) -> Session:
+        session_id = ids.new_session_id()
+        now = time.time()
+        record = SessionRecord(
+            session_id=session_id,
+            browser_id="",
+            name="",
+            flavour=flavour,
+            timeout_s=0,
+            viewport=Viewport(
+                self.config.default_viewport_width, self.config.default_viewport_height
+            ),
+            created_at=now,
+            updated_at=now,
+            session_dir=str(self.config.sessions_dir / session_id),
+        )
+        session = Session(
+            record,
+            "",
+            self.config,
+            _no_record,
+            self.pool.discard,
+            trust=self.trust,
+            metrics=self.metrics,
+            pooled=True,
+        )
+        try:
+            await session.launch()
+        except BaseException:
+            await session.close(START_FAILED)
+            raise
+        return session
+
+    async def _claim(
+        self,
+        session: Session,
+        request: StartRequest,
+        browser: BrowserConfig,
+        certificates: list[CACertificate],
+    ) -> Session:
+        record = self._record(request, browser, session.session_id)
+        self.live[session.session_id] = session
+        self._idle.clear()
+        try:
+            await session.claim(
+                record, ids.new_token(), certificates, self.store.put_session, self._evict
+            )
+        except BaseException as exc:
+            await session.close(START_FAILED)
+            if isinstance(exc, asyncio.CancelledError | WorkerError):
+                raise
+            raise BrowserStartError(f"the browser did not start: {exc}") from None
+        self.metrics.sessions_started.labels(record.flavour, "warm").inc()
+        session.log.info("session.started", flavour=record.flavour, warm=True)
+        return session
 
     def _refuse_unsupported(self, browser: BrowserConfig) -> None:
         # Accepted and stored on the browser, but this worker cannot honour
@@ -292,22 +375,7 @@ class SessionManager:
         certificates: list[CACertificate],
     ) -> Session:
         session_id = ids.new_session_id()
-        now = time.time()
-        record = SessionRecord(
-            session_id=session_id,
-            browser_id=browser.browser_id,
-            name=request.name,
-            flavour=browser.flavour,
-            timeout_s=request.timeout_s,
-            viewport=request.viewport,
-            created_at=now,
-            updated_at=now,
-            client_token=request.client_token,
-            request_fingerprint=request.fingerprint(),
-            session_dir=str(self.config.sessions_dir / session_id),
-            proxy=request.proxy.to_dict() if request.proxy else None,
-            certificate_arns=[*browser.certificate_arns, *request.certificate_arns],
-        )
+        record = self._record(request, browser, session_id)
         session = Session(
             record,
             ids.new_token(),
@@ -325,6 +393,26 @@ class SessionManager:
         self.store.put_session(record)
         return session
 
+    def _record(
+        self, request: StartRequest, browser: BrowserConfig, session_id: str
+    ) -> SessionRecord:
+        now = time.time()
+        return SessionRecord(
+            session_id=session_id,
+            browser_id=browser.browser_id,
+            name=request.name,
+            flavour=browser.flavour,
+            timeout_s=request.timeout_s,
+            viewport=request.viewport,
+            created_at=now,
+            updated_at=now,
+            client_token=request.client_token,
+            request_fingerprint=request.fingerprint(),
+            session_dir=str(self.config.sessions_dir / session_id),
+            proxy=request.proxy.to_dict() if request.proxy else None,
+            certificate_arns=[*browser.certificate_arns, *request.certificate_arns],
+        )
+
     async def _bring_up(self, session: Session) -> Session:
         started = time.perf_counter()
         try:
@@ -337,7 +425,7 @@ class SessionManager:
                 raise
             session.log.warning("session.start_failed", error=str(exc))
             raise BrowserStartError(f"the browser did not start: {exc}") from None
-        self.metrics.sessions_started.labels(session.record.flavour).inc()
+        self.metrics.sessions_started.labels(session.record.flavour, "cold").inc()
         session.log.info(
             "session.started",
             flavour=session.record.flavour,
@@ -349,6 +437,7 @@ class SessionManager:
         self.live.pop(session.session_id, None)
         if not self.live:
             self._idle.set()
+        self.pool.wake()  # a slot is free: the pool may refill
 
     def find(self, browser_id: str, session_id: str) -> SessionRecord:
         live = self.live.get(session_id)
@@ -413,6 +502,7 @@ class SessionManager:
         return State(
             capacity=self.config.max_sessions,
             draining=self.draining,
+            pooled=self.pool.count,
             sessions=sessions,
             proxy=proxy,
             relay_restarts=self.relay.restarts if self.relay is not None else 0,
@@ -424,16 +514,22 @@ class SessionManager:
         """Refuse new sessions, wait for running ones, then stop the rest."""
         self.draining = True
         log.info("worker.draining", sessions=self.in_use, timeout_s=timeout)
+        await self.pool.close()  # pooled browsers are nobody's session yet
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
         await self.close_all(WORKER_SHUTDOWN)
 
     async def close_all(self, reason: str) -> None:
+        await self.pool.close()
         sessions = list(self.live.values())
         results = await asyncio.gather(*(s.close(reason) for s in sessions), return_exceptions=True)
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 session.log.error("session.close_failed", error=repr(result))
+
+
+def _no_record(_record: SessionRecord) -> None:
+    """A pooled browser has no session to persist until one claims it."""
 
 
 def _check_same_request(record: SessionRecord, request: StartRequest) -> None:

@@ -60,6 +60,7 @@ class State:
 
     capacity: int
     draining: bool
+    pooled: int  # warm browsers waiting for a session
     sessions: tuple[LiveSession, ...]
     # (upstream, counter) -> total, for every session the relay has seen
     proxy: dict[tuple[str, str], int]
@@ -71,7 +72,10 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.sessions_started = Counter(
-            "sandbox_sessions_started_total", "Sessions started", ["flavour"], registry=r
+            "sandbox_sessions_started_total",
+            "Sessions started, on a pooled browser (warm) or a new one (cold)",
+            ["flavour", "start"],
+            registry=r,
         )
         self.sessions_ended = Counter(
             "sandbox_sessions_ended_total",
@@ -194,6 +198,9 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "sandbox_draining", "1 while the worker drains", 1 if state.draining else 0
+        )
+        yield GaugeMetricFamily(
+            "sandbox_warm_browsers", "Pooled browsers waiting for a session", state.pooled
         )
         active = GaugeMetricFamily(
             "sandbox_sessions_active", "Running sessions", labels=["browser", "flavour"]

@@ -86,6 +86,7 @@ class WorkerServer:
         await self.relay.start()
         self.manager = SessionManager(config, self._store, self.relay, self.metrics)
         self.manager.recover()
+        self.manager.pool.start()
         self._serve_metrics()
 
         self._automation = AutomationServer(self.manager)

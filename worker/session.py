@@ -56,6 +56,7 @@ class Session:
         trust: NSSStores | None = None,
         certificates: Sequence[CACertificate] = (),
         metrics: Metrics | None = None,
+        pooled: bool = False,
     ) -> None:
         self.record = record
         self.token = token
@@ -68,6 +69,9 @@ class Session:
         self._certificates = list(certificates)  # validated, tool-level first
         self._metrics = metrics
         self.requested_at = time.perf_counter()  # StartBrowserSession arrived
+        # False for a pooled browser until a session claims it: until then
+        # it has no record to persist and no session to count.
+        self.claimed = not pooled
         self.proxy_port = 0
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
@@ -125,6 +129,11 @@ class Session:
         their first command is answered when the browser is up. A browser
         that never answers ends the session with START_FAILED.
         """
+        await self.launch()
+        self.activate()
+
+    async def launch(self) -> None:
+        """Spawn the browser with this session's routing and trust."""
         proxy = self.record.proxy_config
         if proxy is not None:
             if self._relay is None:
@@ -133,6 +142,8 @@ class Session:
         spec = self.make_dirs()
         if self._certificates:
             spec = await asyncio.to_thread(self._install_trust, spec)
+        else:
+            spec = self._install_trust(spec)  # the system roots only: no certutil
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
         self.process.exited.add_done_callback(self._on_exit)
@@ -151,22 +162,61 @@ class Session:
             count_in,
             count_out,
         )
+
+    def activate(self) -> None:
+        """The session is READY: persisted, and its timeout running."""
+        self.claimed = True
         self.record.status = READY
         self.record.updated_at = time.time()
         self._persist(self.record)
         self._timer = asyncio.get_running_loop().call_later(
             self.record.timeout_s, self.close_soon, TIMEOUT
         )
+        ready = self.ready
+        if ready is not None and ready.done() and not ready.cancelled() and not ready.exception():
+            self._report_ready()  # a warm browser: answering already
+
+    async def claim(
+        self,
+        record: SessionRecord,
+        token: str,
+        certificates: Sequence[CACertificate],
+        persist: Callable[[SessionRecord], None],
+        evict: Callable[[Session], None],
+    ) -> None:
+        """Turn a pooled browser into the session `record` describes.
+
+        The browser keeps its id, directory and process; the session's CAs
+        are added to its NSS store now, before any client (and so any TLS
+        connection of the session) reaches it."""
+        record.session_id, record.session_dir = self.record.session_id, self.record.session_dir
+        record.pid, record.flavour = self.record.pid, self.record.flavour
+        self.record, self.token = record, token
+        self._persist, self._evict = persist, evict
+        self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
+        self._certificates = list(certificates)
+        if self._certificates:
+            home = self.directory / "home"
+            await asyncio.to_thread(self._add_trust, home)
+        self.activate()
 
     def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
         """The session's CAs, before its first TLS connection: in its own NSS
-        store (Chromium) and in a PEM bundle (any other client it runs)."""
-        assert self._trust is not None
-        self._trust.install(spec.home_dir, self._certificates)
+        store (Chromium) and in a PEM bundle (any other client it runs). The
+        bundle exists without CAs too, so a pooled browser's environment
+        names a file that its session's CAs can be added to."""
+        if self._certificates:
+            assert self._trust is not None
+            self._trust.install(spec.home_dir, self._certificates)
         pem = str(bundle.write(spec.home_dir / "ca-bundle.pem", self._certificates))
         return dataclasses.replace(
             spec, extra_env=(("SSL_CERT_FILE", pem), ("NODE_EXTRA_CA_CERTS", pem))
         )
+
+    def _add_trust(self, home: Path) -> None:
+        assert self._trust is not None
+        self._trust.add(home, self._certificates)
+        bundle.write(home / "ca-bundle.pem", self._certificates)
 
     def _on_ready(self, ready: asyncio.Future[str]) -> None:
         if ready.cancelled():
@@ -175,6 +225,10 @@ class Session:
             self.log.warning("session.start_failed", error=str(error) or type(error).__name__)
             self.close_soon(START_FAILED)
             return
+        if self.claimed:
+            self._report_ready()
+
+    def _report_ready(self) -> None:
         took = time.perf_counter() - self.requested_at
         if self._metrics is not None:
             self._metrics.start_seconds.labels(self.record.flavour).observe(took)
@@ -210,11 +264,12 @@ class Session:
     async def _close(self, reason: str) -> None:
         started = time.perf_counter()
         self._evict(self)
-        self._count_end(reason)
-        self.record.status = TERMINATED
-        self.record.termination_reason = reason
-        self.record.updated_at = time.time()
-        self._persist(self.record)
+        if self.claimed:  # a pooled browser was never a session: no record
+            self._count_end(reason)
+            self.record.status = TERMINATED
+            self.record.termination_reason = reason
+            self.record.updated_at = time.time()
+            self._persist(self.record)
         if self._timer is not None:
             self._timer.cancel()
         if self.ready is not None and not self.ready.done():
@@ -237,7 +292,7 @@ class Session:
                 sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
             )
             self.log.info(
-                "session.ended",
+                "session.ended" if self.claimed else "pool.browser_ended",
                 reason=reason,
                 lifetime_s=round(time.time() - self.record.created_at, 3),
                 close_ms=round((time.perf_counter() - started) * 1000, 1),
