@@ -224,6 +224,47 @@ def _status(args: argparse.Namespace) -> int:
     )
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from worker import loadtest  # its imports are only for this command
+
+    options = loadtest.Options(
+        target=args.target,
+        concurrency=args.concurrency,
+        sessions=args.sessions,
+        duration_s=args.duration,
+        url=args.url,
+        browser_id=args.browser,
+        metrics_url=args.metrics,
+        progress=not args.quiet,
+    )
+    if options.concurrency < 1 or options.duration_s <= 0:
+        raise ConfigError("--concurrency and --duration: must be positive")
+    result = asyncio.run(loadtest.run(options))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.chart:
+        loadtest.chart(result, Path(args.chart))
+    summary = {k: v for k, v in result.items() if k != "timeline"}
+    print(json.dumps(summary) if args.json else _loadtest_human(summary))
+    return 0 if result["succeeded"] else 1
+
+
+def _loadtest_human(r: dict[str, Any]) -> str:
+    start, whole = r["start_ms"], r["scenario_ms"]
+    lines = [
+        f"{r['succeeded']}/{r['sessions']} sessions in {r['duration_s']} s "
+        f"at concurrency {r['concurrency']}: {r['sessions_per_s']} sessions/s",
+        f"start -> first CDP answer: p50 {start.get('p50')} p95 {start.get('p95')} "
+        f"p99 {start.get('p99')} ms",
+        f"whole scenario: p50 {whole.get('p50')} p95 {whole.get('p95')} ms",
+    ]
+    if r["failures"]:
+        lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in r["failures"].items()))
+    if r["worker"]:
+        lines.append("worker: " + ", ".join(f"{k} {v}" for k, v in r["worker"].items()))
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- parser
 
 
@@ -304,6 +345,19 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", parents=[client], help="capacity and drain state")
     status.set_defaults(run=_status)
+
+    load = commands.add_parser(
+        "loadtest", parents=[with_browser], help="run sessions against a worker and measure"
+    )
+    load.add_argument("--concurrency", type=int, default=2, metavar="N")
+    load.add_argument("--sessions", type=int, default=20, metavar="M", help="0: until --duration")
+    load.add_argument("--duration", type=float, default=60.0, metavar="SECONDS")
+    load.add_argument("--url", default="", help="page to load (default: one served here)")
+    load.add_argument("--metrics", default="", metavar="URL", help="the worker's /metrics")
+    load.add_argument("--out", default="", metavar="FILE.json", help="full report with timeline")
+    load.add_argument("--chart", default="", metavar="FILE.png", help="latency and throughput")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(run=_loadtest)
     return parser
 
 
