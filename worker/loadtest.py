@@ -67,16 +67,24 @@ class _Page(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(PAGE)))
         self.end_headers()
-        self.wfile.write(PAGE)
+        with contextlib.suppress(ConnectionError):  # a browser killed mid-request
+            self.wfile.write(PAGE)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # sessions open their connections at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # browsers stopped mid-request are the normal end of a session
+
+
 @contextlib.contextmanager
 def served_page() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _Page)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
