@@ -14,6 +14,7 @@ Prints one JSON object on its last line and writes bench/results/memory.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import http.server
@@ -33,11 +34,20 @@ import grpc
 from websockets.sync.client import ClientConnection, connect
 
 from common import ROOT, daemon, write_results
-from worker.metrics import pss_bytes
+from worker import launcher, reaper
+from worker.config import Config
+from worker.metrics import process_groups, pss_bytes
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 MiB = 1024 * 1024
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def mem_available() -> int:
@@ -102,6 +112,7 @@ def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict
         sessions = pb_grpc.BrowserSessionsStub(channel)
         time.sleep(1)
         before = mem_available()
+        daemon_idle = rss_bytes(info["pid"])
         ids = []
         for _ in range(count):
             started = sessions.StartBrowserSession(
@@ -121,6 +132,7 @@ def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict
         time.sleep(2)  # let the browsers settle after their first page
         after = mem_available()
         pss = scrape_pss(info["metrics_port"])
+        daemon_busy = rss_bytes(info["pid"])
         daemon_pss = pss_bytes(info["pid"]) + pss_bytes(info["relay_pid"])
         stack.close()
         for session_id in ids:
@@ -140,9 +152,60 @@ def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict
             "max": round(per_session[-1] / MiB, 1),
         },
         "daemon_and_relay_pss_mib": round(daemon_pss / MiB, 1),
+        "daemon_rss_per_active_session_mib": round((daemon_busy - daemon_idle) / count / MiB, 2),
         "sessions_per_gib_by_pss": round(1024 * MiB / sizing, 1),
         "sessions_per_gib_by_memavailable": round(1024 * MiB / marginal, 1),
     }
+
+
+async def raw_browsers(flavour: str, url: str, count: int, scratch: Path) -> list[int]:
+    """PSS of `count` browsers launched raw (the worker's launcher, no
+    daemon), each with the same page loaded over its CDP pipe."""
+    config = Config.from_env({})
+    binary = config.chromium_path if flavour == "chromium" else config.headless_shell_path
+    processes = []
+    try:
+        for i in range(count):
+            root = scratch / f"raw-{flavour}-{i}"
+            root.mkdir()
+            spec = launcher.LaunchSpec(
+                binary=binary,
+                flavour=flavour,
+                profile_dir=root / "profile",
+                home_dir=root,
+                tmp_dir=root,
+                log_path=root / "log",
+                window_width=config.default_viewport_width,
+                window_height=config.default_viewport_height,
+            )
+            process = await launcher.launch(spec)
+            processes.append(process)
+            await launcher.wait_ready(process, 30)
+            await load_over_pipe(process.connection, url)
+        await asyncio.sleep(2)
+        groups = process_groups({p.pid for p in processes})
+        return sorted(sum(pss_bytes(pid) for pid in groups[p.pid]) for p in processes)
+    finally:
+        for process in processes:
+            await process.terminate(5)
+        reaper.kill_referencing(scratch)
+
+
+async def load_over_pipe(conn: Any, url: str) -> None:
+    target = (await conn.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+    page = (await conn.call("Target.attachToTarget", {"targetId": target, "flatten": True}))[
+        "sessionId"
+    ]
+    loaded = asyncio.get_running_loop().create_future()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("method") == "Page.loadEventFired" and not loaded.done():
+            loaded.set_result(None)
+
+    conn.on_session_event(page, on_event)
+    await conn.call("Page.enable", None, page)
+    await conn.call("Page.navigate", {"url": url}, page)
+    await asyncio.wait_for(loaded, 60)
 
 
 def main() -> None:
@@ -169,6 +232,13 @@ def main() -> None:
             )
             for flavour, browser_id in (("chromium", "aws.browser.v1"), ("headless-shell", shell)):
                 results[flavour] = measure(info, browser_id, url, args.sessions)
+                raw_dir = Path(tmp) / f"raw-{flavour}"  # never the daemon's directory
+                raw_dir.mkdir()
+                raw = asyncio.run(raw_browsers(flavour, url, args.sessions, raw_dir))
+                worker_median = results[flavour]["pss_per_session_mib"]["median"]
+                raw_median = statistics.median(raw) / MiB
+                results[flavour]["raw_pss_per_browser_mib"] = round(raw_median, 1)
+                results[flavour]["pss_vs_raw"] = round(worker_median / raw_median, 3)
     write_results("memory", results)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from worker import reaper
+from worker.config import Config
 
 
 def serve_argv(state_dir: Path, *flags: str) -> list[str]:
@@ -175,6 +176,8 @@ def test_restart_kills_frozen_orphans_and_marks_sessions_terminated(
     with daemon(state) as (_, info):
         assert not reaper.pids_referencing(state.resolve())
         assert not list((state / "sessions").iterdir())
+        runtime = Config.from_env({}, state_dir=state.resolve()).session_tmp_root
+        assert not runtime.exists() or not list(runtime.iterdir())
         for sid in ids:
             got = cli(info["grpc"], "session", "get", sid)
             assert (got["status"], got["terminationReason"]) == ("TERMINATED", "WORKER_RESTARTED")

@@ -16,6 +16,7 @@ Stop (SIGTERM or SIGINT only set an event; this sequence does the work):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -185,6 +186,8 @@ class WorkerServer:
             await self.manager.drain(timeout)
         if self.relay is not None:
             await self.relay.stop()  # after the sessions: their listeners are closed
+        with contextlib.suppress(OSError):  # the sessions' TMPDIR root, if empty
+            self.config.session_tmp_root.rmdir()
         if self._automation is not None:
             await self._automation.stop()
         if self._grpc is not None:
