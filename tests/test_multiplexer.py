@@ -156,3 +156,21 @@ async def _never_sends(text: str) -> None:
 
 async def _ignore_close(code: int, reason: str) -> None:
     return None
+
+
+async def test_browser_get_version_is_answered_from_the_readiness_probe() -> None:
+    browser = Browser()
+    browser.conn.version = {"product": "Chrome/156", "protocolVersion": "1.3"}
+    client, out = await attached_client(browser)
+    sent_before = len(browser.sent)
+    client.handle(json.dumps({"id": 7, "method": "Browser.getVersion"}))
+    await flush()
+    assert len(browser.sent) == sent_before  # the browser was not asked
+    assert out[-1] == {"id": 7, "result": {"product": "Chrome/156", "protocolVersion": "1.3"}}
+
+
+async def test_browser_get_version_goes_to_the_browser_until_it_is_known() -> None:
+    browser = Browser()
+    client, _ = await attached_client(browser)
+    client.handle(json.dumps({"id": 8, "method": "Browser.getVersion"}))
+    assert browser.sent[-1]["method"] == "Browser.getVersion"

@@ -109,6 +109,7 @@ class Connection:
         self._root_handlers: list[EventHandler] = []
         self._close_handlers: list[Callable[[], None]] = []
         self.closed = False
+        self.version: Message | None = None  # Browser.getVersion, once known
 
     # -- sending
 

@@ -221,7 +221,9 @@ async def wait_ready(process: BrowserProcess, timeout: float) -> str:
     waiting: set[asyncio.Future[Any]] = {call, process.exited}
     done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if call in done:
-        return str(call.result()[1]["sessionId"])
+        version, attached = call.result()
+        conn.version = version
+        return str(attached["sessionId"])
     call.cancel()
     if call.done() and not call.cancelled():
         call.exception()  # retrieved: the exit below says what happened

@@ -205,9 +205,12 @@ class SessionManager:
                 return earlier
         self._check_capacity()
         # Secrets are read before anything starts: a bad one leaves nothing.
-        proxy_auth, certificates = await asyncio.gather(
-            self._proxy_auth(request.proxy), self._certificates(browser, request)
-        )
+        proxy_auth: list[str] = []
+        certificates: list[CACertificate] = []
+        if request.proxy or request.certificate_arns or browser.certificate_arns:
+            proxy_auth, certificates = await asyncio.gather(
+                self._proxy_auth(request.proxy), self._certificates(browser, request)
+            )
         pooled = self._take_pooled(request, browser)
         if pooled is not None:
             session = pooled

@@ -55,6 +55,7 @@ class Client:
         self._send = send
         self._close_ws = close
         self.root = ""
+        self.version: Message | None = None  # the browser's Browser.getVersion
         self.sessions: set[str] = set()
         self.contexts: set[str] = set()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_limit)
@@ -134,6 +135,12 @@ class Client:
         if method == "Browser.close":
             self._reply(msg_id, explicit, {"result": {}})
             raise ClientGone(1000, "client closed the browser connection")
+        if method == "Browser.getVersion" and self.version is not None:
+            # Every Playwright and Puppeteer connection starts with this, right
+            # after the browser booted and while it is still busy: the answer
+            # never changes, and the readiness probe already has it.
+            self._reply(msg_id, explicit, {"result": self.version})
+            return
         if method in REFUSED_METHODS or method.startswith(REFUSED_DOMAINS):
             self._error(msg_id, explicit, -32000, f"{method} is not allowed on this endpoint")
             return
@@ -181,9 +188,11 @@ class Client:
         booted (waiting for the boot if need be), or a new one."""
         if spare is not None:
             self.root = await asyncio.shield(spare)
+            self.version = self._conn.version
         else:
             result = await self._conn.call("Target.attachToBrowserTarget")
             self.root = str(result["sessionId"])
+            self.version = self._conn.version
         self._own(self.root)
 
     def release(self) -> None:

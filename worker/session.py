@@ -142,8 +142,10 @@ class Session:
         spec = self.make_dirs()
         if self._certificates:
             spec = await asyncio.to_thread(self._install_trust, spec)
-        else:
-            spec = self._install_trust(spec)  # the system roots only: no certutil
+        elif not self.claimed:
+            # A pooled browser's environment must name a bundle now, for
+            # whatever CAs its session brings later (system roots only yet).
+            spec = self._install_trust(spec)
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
         self.process.exited.add_done_callback(self._on_exit)
@@ -202,9 +204,7 @@ class Session:
 
     def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
         """The session's CAs, before its first TLS connection: in its own NSS
-        store (Chromium) and in a PEM bundle (any other client it runs). The
-        bundle exists without CAs too, so a pooled browser's environment
-        names a file that its session's CAs can be added to."""
+        store (Chromium) and in a PEM bundle (any other client it runs)."""
         if self._certificates:
             assert self._trust is not None
             self._trust.install(spec.home_dir, self._certificates)
