@@ -15,7 +15,7 @@ import pytest_asyncio
 from playwright.async_api import async_playwright
 
 from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
-from upstreams import HOST_OVERRIDES, TLSOrigin, unique_path
+from upstreams import HOST_OVERRIDES, Origin, Proxy, TLSOrigin, unique_path
 from worker.pb import sandbox_pb2 as pb
 from worker.session import Session
 
@@ -80,26 +80,81 @@ async def test_a_pooled_browser_serves_one_session_and_goes_with_it(
     assert second.session_id != warm.session_id
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"view_port": pb.ViewPort(width=800, height=600)},
-        {
-            "proxy_configuration": pb.ProxyConfiguration(
-                proxies=[pb.Proxy(external_proxy=pb.ExternalProxy(server="127.0.0.1", port=9))]
-            )
-        },
-    ],
-    ids=["another viewport", "a proxy"],
-)
-async def test_requests_a_pooled_browser_cannot_serve_start_cold(
-    pooled: RunningWorker, fields: dict[str, Any]
+async def window_size(started: Any, url: str) -> list[int]:
+    """The inner size of a page a Playwright client opens in the session."""
+    stream = started.streams.automation_stream
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+        )
+        page = await browser.contexts[0].new_page()
+        await page.goto(url)
+        size: list[int] = await page.evaluate("[innerWidth, outerWidth, outerHeight]")
+        await browser.close()
+    return size
+
+
+@pytest.mark.parametrize("flavour", ["chromium", "headless-shell"])
+async def test_a_warm_browser_takes_the_viewport_its_session_asks_for(
+    tmp_path: Path, web: str, flavour: str
+) -> None:
+    config = make_config(tmp_path, warm_pool=(f"{flavour}=1",), max_sessions=2)
+    async with running_worker(config) as worker:
+        browser_id = "aws.browser.v1"
+        if flavour != "chromium":
+            lean = pb.CreateBrowserRequest(name="lean", flavour=pb.HEADLESS_SHELL)
+            browser_id = (await worker.browsers.CreateBrowser(lean)).browser_id
+        warm = await idle_browser(worker, flavour)
+        started = await worker.start(
+            browser_identifier=browser_id, view_port=pb.ViewPort(width=800, height=600)
+        )
+        assert started.session_id == warm.session_id
+        inner, outer_width, outer_height = await window_size(started, f"{web}/index.html")
+        assert (inner, outer_width, outer_height) == (800, 800, 600)
+
+
+async def test_a_warm_browser_routes_through_the_proxy_its_session_brings(
+    pooled: RunningWorker, origin: Origin, tinyproxy: Proxy
 ) -> None:
     warm = await idle_browser(pooled)
-    started = await pooled.start(**fields)
-    assert started.session_id != warm.session_id
-    manager = pooled.server.manager
-    assert manager is not None and manager.pool.idle["chromium"] == [warm]
+    routing = pb.ProxyConfiguration(
+        proxies=[pb.Proxy(external_proxy=pb.ExternalProxy(server="127.0.0.1", port=tinyproxy.port))]
+    )
+    started = await pooled.start(proxy_configuration=routing)
+    assert started.session_id == warm.session_id
+    path = unique_path("warm-proxy")
+    stream = started.streams.automation_stream
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+        )
+        page = await browser.contexts[0].new_page()
+        response = await page.goto(origin.url("web.example.test", path))
+        assert response is not None and response.status == 200
+        await browser.close()
+    assert tinyproxy.log_lines(path)
+    assert "tinyproxy" in origin.requests_for(path)[0].via
+    got = await pooled.get(started.session_id)
+    assert got.proxy_configuration == routing
+
+
+async def test_a_warm_browser_without_a_proxy_connects_direct(
+    pooled: RunningWorker, origin: Origin
+) -> None:
+    warm = await idle_browser(pooled)
+    started = await pooled.start()
+    assert started.session_id == warm.session_id
+    path = unique_path("warm-direct")
+    stream = started.streams.automation_stream
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+        )
+        page = await browser.contexts[0].new_page()
+        response = await page.goto(origin.url("web.example.test", path))
+        assert response is not None and response.status == 200
+        await browser.close()
+    assert origin.requests_for(path)[0].via == ""
 
 
 async def test_a_pooled_browser_that_dies_is_replaced_and_leaves_nothing(

@@ -214,7 +214,7 @@ class SessionManager:
         pooled = self._take_pooled(request, browser)
         if pooled is not None:
             session = pooled
-            bring_up = self._claim(pooled, request, browser, certificates)
+            bring_up = self._claim(pooled, request, browser, certificates, proxy_auth)
         else:
             self._check_capacity(make_room=True)  # again: others may have started
             session = self._new_session(request, browser, proxy_auth, certificates)
@@ -246,11 +246,9 @@ class SessionManager:
     # -------------------------------------------------------------- warm pool
 
     def _take_pooled(self, request: StartRequest, browser: BrowserConfig) -> Session | None:
-        """A pooled browser for this request, if one can serve it: a proxy is
-        fixed at launch, and so is the window size new pages get."""
-        default = Viewport(self.config.default_viewport_width, self.config.default_viewport_height)
-        if request.proxy is not None or request.viewport != default:
-            return None
+        """A pooled browser of the browser's flavour, if one is idle. Any
+        request can use it: its proxy routing, CAs and viewport are applied
+        when it is claimed."""
         return self.pool.take(browser.flavour)
 
     async def _pooled_browser(self, flavour: str) -> Session:
@@ -275,6 +273,7 @@ class SessionManager:
             self.config,
             _no_record,
             self.pool.discard,
+            relay=self.relay,
             trust=self.trust,
             metrics=self.metrics,
             pooled=True,
@@ -292,13 +291,19 @@ class SessionManager:
         request: StartRequest,
         browser: BrowserConfig,
         certificates: list[CACertificate],
+        proxy_auth: list[str],
     ) -> Session:
         record = self._record(request, browser, session.session_id)
         self.live[session.session_id] = session
         self._idle.clear()
         try:
             await session.claim(
-                record, ids.new_token(), certificates, self.store.put_session, self._evict
+                record,
+                ids.new_token(),
+                certificates,
+                proxy_auth,
+                self.store.put_session,
+                self._evict,
             )
         except BaseException as exc:
             await session.close(START_FAILED)

@@ -50,8 +50,10 @@ class Client:
         send: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         queue_limit: int,
+        new_target_defaults: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._conn = conn
+        self._new_target_defaults = new_target_defaults
         self._send = send
         self._close_ws = close
         self.root = ""
@@ -135,6 +137,8 @@ class Client:
         if method == "Browser.close":
             self._reply(msg_id, explicit, {"result": {}})
             raise ClientGone(1000, "client closed the browser connection")
+        if method == "Target.createTarget" and not {"width", "height"} & params.keys():
+            params = {**self._new_target_defaults(), **params}
         if method == "Browser.getVersion" and self.version is not None:
             # Every Playwright and Puppeteer connection starts with this, right
             # after the browser booted and while it is still busy: the answer
@@ -246,11 +250,13 @@ class Multiplexer:
         spare: asyncio.Future[str] | None = None,
         count_in: Callable[[], None] = lambda: None,
         count_out: Callable[[], None] = lambda: None,
+        new_target_defaults: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
         self._count_in = count_in  # one call per client message (metrics)
         self._count_out = count_out  # one call per message sent to a client
+        self._new_target_defaults = new_target_defaults
         # A browser-target session attached while the browser booted: the
         # first client gets it without a round trip to a still-busy browser.
         self._spare = spare
@@ -263,7 +269,7 @@ class Multiplexer:
             self._count_out()
             await ws.send(message)
 
-        client = Client(self._conn, send, ws.close, self._queue_limit)
+        client = Client(self._conn, send, ws.close, self._queue_limit, self._new_target_defaults)
         if self._conn.closed:
             await ws.close(1011, "browser is gone")
             return

@@ -338,6 +338,15 @@ class Relay:
             raise
         return {"port": port}
 
+    def update(self, session: str, body: dict[str, Any]) -> dict[str, Any]:
+        """New routes and credentials for a listener, on the same port (a
+        pooled browser's proxy is set when a session claims it)."""
+        listener = self.listeners[session]
+        listener.config = ProxyConfig.from_dict(body["config"])
+        listener.auth = list(body["auth"])
+        listener.rejected_at.clear()
+        return {}
+
     def close(self, session: str) -> dict[str, Any]:
         listener = self.listeners.pop(session, None)
         if listener is None:
@@ -361,6 +370,8 @@ class Relay:
             return {}
         if op == "open":
             return await self.open(message["session"], message)
+        if op == "update":
+            return self.update(message["session"], message)
         if op == "close":
             return self.close(message["session"])
         if op == "stats":

@@ -108,6 +108,12 @@ class RelayControl:
         self._listeners[session_id] = {**body, "port": port}
         return port
 
+    async def update(self, session_id: str, config: ProxyConfig, auth: list[str]) -> None:
+        """Route an open listener anew, keeping its port."""
+        body = {**self._listeners[session_id], "config": config.to_dict(), "auth": auth}
+        await self._call({**body, "op": "update", "session": session_id})
+        self._listeners[session_id] = body
+
     async def close(self, session_id: str) -> dict[str, dict[str, int]]:
         """Close a session's listener; returns its traffic by route."""
         body = self._listeners.pop(session_id, None)

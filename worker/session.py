@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,6 +37,7 @@ from worker.model import (
 )
 from worker.multiplexer import Multiplexer
 from worker.relay_control import RelayControl
+from worker.routing import ProxyConfig
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +75,7 @@ class Session:
         # it has no record to persist and no session to count.
         self.claimed = not pooled
         self.proxy_port = 0
+        self._launch_size = (record.viewport.width, record.viewport.height)
         self.process: launcher.BrowserProcess | None = None
         self.mux: Multiplexer | None = None
         self.ready: asyncio.Future[str] | None = None  # resolves to a spare browser session
@@ -135,6 +138,10 @@ class Session:
     async def launch(self) -> None:
         """Spawn the browser with this session's routing and trust."""
         proxy = self.record.proxy_config
+        if proxy is None and not self.claimed and self._relay is not None:
+            # A pooled browser goes through its own relay listener from the
+            # start, routed direct until a session brings its proxies.
+            proxy = ProxyConfig(proxies=())
         if proxy is not None:
             if self._relay is None:
                 raise Unavailable("proxy_configuration: this worker runs no proxy relay")
@@ -163,7 +170,21 @@ class Session:
             self.ready,
             count_in,
             count_out,
+            self._window_defaults,
         )
+
+    def _window_defaults(self) -> dict[str, Any]:
+        """What a client's Target.createTarget gets when it names no size: the
+        session's viewport, when it differs from the size the browser was
+        launched with (a pooled browser claimed for another viewport). Full
+        Chromium sizes only new windows."""
+        size = (self.record.viewport.width, self.record.viewport.height)
+        if size == self._launch_size:
+            return {}
+        defaults: dict[str, Any] = {"width": size[0], "height": size[1]}
+        if self.record.flavour == "chromium":
+            defaults["newWindow"] = True
+        return defaults
 
     def activate(self) -> None:
         """The session is READY: persisted, and its timeout running."""
@@ -183,6 +204,7 @@ class Session:
         record: SessionRecord,
         token: str,
         certificates: Sequence[CACertificate],
+        proxy_auth: Sequence[str],
         persist: Callable[[SessionRecord], None],
         evict: Callable[[Session], None],
     ) -> None:
@@ -200,6 +222,9 @@ class Session:
         if self._certificates:
             home = self.directory / "home"
             await asyncio.to_thread(self._add_trust, home)
+        proxy = record.proxy_config
+        if proxy is not None and self._relay is not None and self.proxy_port:
+            await self._relay.update(self.session_id, proxy, list(proxy_auth))
         self.activate()
 
     def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
