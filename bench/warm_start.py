@@ -1,9 +1,8 @@
 """Warm start: StartBrowserSession -> first CDP answer through the automation
 endpoint when a pooled browser serves the session, with sessions arriving at
 1 per second (the pool refills between them), against cold starts of the
-same flavour in the same worker (a non-default viewport, which the pool
-cannot serve). Prints one JSON object on its last line and writes
-bench/results/warm_start.json.
+same flavour in a worker without a pool. Prints one JSON object on its last
+line and writes bench/results/warm_start.json.
 
     python bench/warm_start.py [--runs 40] [--interval 1.0]
 """
@@ -26,13 +25,11 @@ from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 
-def measure(sessions: Any, browser_id: str, runs: int, interval: float, cold: bool) -> list[float]:
+def measure(sessions: Any, browser_id: str, runs: int, interval: float) -> list[float]:
     times = []
     for _ in range(runs):
         began = time.monotonic()
         request = pb.StartBrowserSessionRequest(browser_identifier=browser_id)
-        if cold:
-            request.view_port.CopyFrom(pb.ViewPort(width=1024, height=700))
         elapsed, session_id = start_to_first_answer(sessions, request)
         times.append(elapsed)
         sessions.StopBrowserSession(
@@ -54,20 +51,16 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     for flavour in ("chromium", "headless-shell"):
-        with tempfile.TemporaryDirectory(prefix="sbxw-") as tmp:
-            flags = ("--warm-pool", f"{flavour}=2", "--max-sessions", "4")
-            with daemon(Path(tmp), *flags) as info, grpc.insecure_channel(info["grpc"]) as ch:
-                sessions = pb_grpc.BrowserSessionsStub(ch)
-                browser_id = "aws.browser.v1"
-                if flavour != "chromium":
-                    browser_id = (
-                        pb_grpc.BrowsersStub(ch)
-                        .CreateBrowser(pb.CreateBrowserRequest(name="w", flavour=pb.HEADLESS_SHELL))
-                        .browser_id
-                    )
-                time.sleep(3)  # let the pool fill
-                warm = measure(sessions, browser_id, args.runs, args.interval, cold=False)
-                cold = measure(sessions, browser_id, max(10, args.runs // 4), 0.5, cold=True)
+        times = {}
+        for kind, pool in (("warm", ("--warm-pool", f"{flavour}=2")), ("cold", ())):
+            with tempfile.TemporaryDirectory(prefix="sbxw-") as tmp:
+                flags = (*pool, "--max-sessions", "4", "--default-flavour", flavour)
+                with daemon(Path(tmp), *flags) as info, grpc.insecure_channel(info["grpc"]) as ch:
+                    sessions = pb_grpc.BrowserSessionsStub(ch)
+                    time.sleep(3)  # let the pool fill
+                    runs = args.runs if kind == "warm" else max(10, args.runs // 2)
+                    times[kind] = measure(sessions, "aws.browser.v1", runs, args.interval)
+        warm, cold = times["warm"], times["cold"]
         results[flavour] = {
             "warm": {**summary(warm), "p99_ms": round(percentile(warm, 99), 1)},
             "cold": summary(cold),
