@@ -218,15 +218,24 @@ async def wait_ready(process: BrowserProcess, timeout: float) -> str:
     call = asyncio.ensure_future(
         asyncio.gather(conn.call("Browser.getVersion"), conn.call("Target.attachToBrowserTarget"))
     )
+    # Whoever stops waiting (a timeout, an exit, a cancelled start), the
+    # probe's own failure is expected then, and not worth a log line.
+    call.add_done_callback(_retrieve)
     waiting: set[asyncio.Future[Any]] = {call, process.exited}
-    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not call.done():
+            call.cancel()
     if call in done:
         version, attached = call.result()
         conn.version = version
         return str(attached["sessionId"])
-    call.cancel()
-    if call.done() and not call.cancelled():
-        call.exception()  # retrieved: the exit below says what happened
     if process.exited in done:
         raise cdp.ConnectionClosed(f"browser exited with code {process.exited.result()}")
     raise TimeoutError(f"browser did not answer within {timeout:g}s")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
