@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from common import daemon, percentile, start_to_first_answer, summary, write_results
+from common import daemon, percentile, raw_spec, start_to_first_answer, summary, write_results
 from worker import launcher, reaper
 from worker.config import Config
 from worker.pb import sandbox_pb2 as pb
@@ -35,17 +35,7 @@ def raw_launch(binary: Path, flavour: str, scratch: Path) -> float:
     """Spawn the browser exactly as the worker would; time to first answer."""
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(dir=scratch))
-    spec = launcher.LaunchSpec(
-        binary=binary,
-        flavour=flavour,
-        profile_dir=root / "profile",
-        home_dir=root,
-        tmp_dir=root,
-        log_path=root / "log",
-        window_width=1280,
-        window_height=720,
-    )
-    pid, from_r, to_w = launcher.spawn(spec)  # the worker's own spawn code
+    pid, from_r, to_w = launcher.spawn(raw_spec(binary, flavour, root))  # the worker's spawn
     os.write(to_w, b'{"id":1,"method":"Browser.getVersion"}\0')
     buffer = b""
     deadline = time.monotonic() + 30

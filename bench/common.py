@@ -6,6 +6,7 @@ and the repository root is added here for `worker`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from websockets.sync.client import connect  # noqa: E402
 
-from worker import reaper  # noqa: E402
+from worker import launcher, reaper  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,6 +102,38 @@ def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
         elapsed = (time.perf_counter() - started) * 1000
     assert "product" in reply
     return elapsed, str(session.session_id)
+
+
+def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
+    """A browser launched the worker's way but without it: the baseline."""
+    return launcher.LaunchSpec(
+        binary=binary,
+        flavour=flavour,
+        profile_dir=root / "profile",
+        home_dir=root,
+        tmp_dir=root,
+        log_path=root / "log",
+        window_width=1280,
+        window_height=720,
+    )
+
+
+async def load_over_pipe(conn: Any, url: str) -> str:
+    """Open a page, load `url`, wait for its load event; returns its session."""
+    target = (await conn.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+    attached = await conn.call("Target.attachToTarget", {"targetId": target, "flatten": True})
+    page = str(attached["sessionId"])
+    loaded = asyncio.get_running_loop().create_future()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("method") == "Page.loadEventFired" and not loaded.done():
+            loaded.set_result(None)
+
+    conn.on_session_event(page, on_event)
+    await conn.call("Page.enable", None, page)
+    await conn.call("Page.navigate", {"url": url}, page)
+    await asyncio.wait_for(loaded, 60)
+    return page
 
 
 def write_results(name: str, results: dict[str, Any]) -> None:

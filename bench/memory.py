@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 from websockets.sync.client import ClientConnection, connect
 
-from common import ROOT, daemon, write_results
+from common import ROOT, daemon, load_over_pipe, raw_spec, write_results
 from worker import launcher, reaper
 from worker.config import Config
 from worker.metrics import process_groups, pss_bytes
@@ -168,17 +168,7 @@ async def raw_browsers(flavour: str, url: str, count: int, scratch: Path) -> lis
         for i in range(count):
             root = scratch / f"raw-{flavour}-{i}"
             root.mkdir()
-            spec = launcher.LaunchSpec(
-                binary=binary,
-                flavour=flavour,
-                profile_dir=root / "profile",
-                home_dir=root,
-                tmp_dir=root,
-                log_path=root / "log",
-                window_width=config.default_viewport_width,
-                window_height=config.default_viewport_height,
-            )
-            process = await launcher.launch(spec)
+            process = await launcher.launch(raw_spec(binary, flavour, root))
             processes.append(process)
             await launcher.wait_ready(process, 30)
             await load_over_pipe(process.connection, url)
@@ -189,23 +179,6 @@ async def raw_browsers(flavour: str, url: str, count: int, scratch: Path) -> lis
         for process in processes:
             await process.terminate(5)
         reaper.kill_referencing(scratch)
-
-
-async def load_over_pipe(conn: Any, url: str) -> None:
-    target = (await conn.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
-    page = (await conn.call("Target.attachToTarget", {"targetId": target, "flatten": True}))[
-        "sessionId"
-    ]
-    loaded = asyncio.get_running_loop().create_future()
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("method") == "Page.loadEventFired" and not loaded.done():
-            loaded.set_result(None)
-
-    conn.on_session_event(page, on_event)
-    await conn.call("Page.enable", None, page)
-    await conn.call("Page.navigate", {"url": url}, page)
-    await asyncio.wait_for(loaded, 60)
 
 
 def main() -> None:

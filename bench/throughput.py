@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, daemon, write_results
+from common import RESULTS, daemon, load_over_pipe, raw_spec, write_results
 from worker import launcher, loadtest, reaper
 from worker.config import Config
 
@@ -32,33 +32,11 @@ LEVELS = (1, 2, 4, 8)
 
 async def raw_session(config: Config, scratch: Path, url: str) -> None:
     root = Path(tempfile.mkdtemp(dir=scratch))
-    spec = launcher.LaunchSpec(
-        binary=config.chromium_path,
-        flavour="chromium",
-        profile_dir=root / "profile",
-        home_dir=root,
-        tmp_dir=root,
-        log_path=root / "log",
-        window_width=config.default_viewport_width,
-        window_height=config.default_viewport_height,
-    )
-    process = await launcher.launch(spec)
+    process = await launcher.launch(raw_spec(config.chromium_path, "chromium", root))
     try:
         conn = process.connection
         await launcher.wait_ready(process, 30)
-        target = (await conn.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        attached = await conn.call("Target.attachToTarget", {"targetId": target, "flatten": True})
-        page = str(attached["sessionId"])
-        loaded = asyncio.get_running_loop().create_future()
-
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("method") == "Page.loadEventFired" and not loaded.done():
-                loaded.set_result(None)
-
-        conn.on_session_event(page, on_event)
-        await conn.call("Page.enable", None, page)
-        await conn.call("Page.navigate", {"url": url}, page)
-        await asyncio.wait_for(loaded, 60)
+        page = await load_over_pipe(conn, url)
         await conn.call("Runtime.evaluate", {"expression": "document.title"}, page)
     finally:
         await process.terminate(5)

@@ -138,5 +138,37 @@ def web() -> Iterator[str]:
         thread.join(5)
 
 
+@contextlib.asynccontextmanager
+async def connected_page(started: Any) -> AsyncIterator[Any]:
+    """A new Playwright page in a started session, over its automation endpoint."""
+    from playwright.async_api import async_playwright
+
+    stream = started.streams.automation_stream
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            stream.stream_endpoint,
+            headers={"Authorization": f"Bearer {stream.token}"},
+            timeout=20000,
+        )
+        try:
+            yield await browser.contexts[0].new_page()
+        finally:
+            await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def session_page(worker: RunningWorker, **fields: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """Start a session, yield (page, StartBrowserSession answer), stop it.
+
+    Stopping closes the browser's kept-alive connections, so proxies write
+    their log lines for them (squid logs a tunnel when it closes)."""
+    started = await worker.start(**fields)
+    try:
+        async with connected_page(started) as page:
+            yield page, started
+    finally:
+        await worker.stop(started.session_id, started.browser_identifier)
+
+
 def session_processes(state_dir: Path, session_id: str) -> list[int]:
     return reaper.pids_referencing(state_dir / "sessions" / session_id)

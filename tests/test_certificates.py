@@ -5,7 +5,6 @@ moto_server, mounted-file secrets, and mitmproxy intercepting TLS."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import hashlib
 import socket
@@ -21,9 +20,9 @@ import pytest_asyncio
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
-from conftest import RunningWorker, make_config, running_worker, session_processes
+from conftest import RunningWorker, make_config, running_worker, session_page, session_processes
 from upstreams import (
     HOST_OVERRIDES,
     Interceptor,
@@ -60,23 +59,6 @@ async def worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWork
     config = make_config(tmp_path, host_overrides=HOST_OVERRIDES, secrets_dir=secrets_dir)
     async with running_worker(config) as running:
         yield running
-
-
-@contextlib.asynccontextmanager
-async def session_page(worker: RunningWorker, **fields: Any) -> AsyncIterator[tuple[Page, Any]]:
-    started = await worker.start(**fields)
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint,
-            headers={"Authorization": f"Bearer {stream.token}"},
-            timeout=20000,
-        )
-        try:
-            yield await browser.contexts[0].new_page(), started
-        finally:
-            await browser.close()
-            await worker.stop(started.session_id, started.browser_identifier)
 
 
 async def status_of(page: Page, url: str) -> int:

@@ -15,11 +15,17 @@ import grpc
 import pytest
 import pytest_asyncio
 import websockets
-from playwright.async_api import async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
+from conftest import (
+    RunningWorker,
+    connected_page,
+    eventually,
+    make_config,
+    running_worker,
+    session_processes,
+)
 from upstreams import HOST_OVERRIDES, Origin, Proxy, unique_path
 from worker.pb import sandbox_pb2 as pb
 
@@ -133,16 +139,10 @@ async def test_proxy_traffic_is_counted_by_upstream_while_and_after_it_runs(
     )
     upstream = f"127.0.0.1:{tinyproxy.port}"
     started = await worker.start(proxy_configuration=routing)
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         response = await page.goto(origin.url("web.example.test", unique_path()))
         assert response is not None and response.status == 200
         during = await scrape(worker)
-        await browser.close()
     assert during.value("sandbox_proxy_requests_total", upstream=upstream) >= 1
     assert during.value("sandbox_proxy_received_bytes_total", upstream=upstream) > 0
     await worker.stop(started.session_id)

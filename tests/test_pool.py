@@ -12,9 +12,15 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from playwright.async_api import async_playwright
 
-from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
+from conftest import (
+    RunningWorker,
+    connected_page,
+    eventually,
+    make_config,
+    running_worker,
+    session_processes,
+)
 from upstreams import HOST_OVERRIDES, Origin, Proxy, TLSOrigin, unique_path
 from worker.pb import sandbox_pb2 as pb
 from worker.session import Session
@@ -51,15 +57,9 @@ async def test_a_start_claims_the_warm_browser_and_the_pool_refills(
     warm = await idle_browser(pooled)
     started = await pooled.start(name="warm")
     assert started.session_id == warm.session_id
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         await page.goto(f"{web}/index.html")
         assert await page.title()
-        await browser.close()
     got = await pooled.get(started.session_id)
     assert got.status == pb.READY and got.name == "warm"
     replacement = await idle_browser(pooled)
@@ -82,15 +82,9 @@ async def test_a_pooled_browser_serves_one_session_and_goes_with_it(
 
 async def window_size(started: Any, url: str) -> list[int]:
     """The inner size of a page a Playwright client opens in the session."""
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         await page.goto(url)
         size: list[int] = await page.evaluate("[innerWidth, outerWidth, outerHeight]")
-        await browser.close()
     return size
 
 
@@ -123,15 +117,9 @@ async def test_a_warm_browser_routes_through_the_proxy_its_session_brings(
     started = await pooled.start(proxy_configuration=routing)
     assert started.session_id == warm.session_id
     path = unique_path("warm-proxy")
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         response = await page.goto(origin.url("web.example.test", path))
         assert response is not None and response.status == 200
-        await browser.close()
     assert tinyproxy.log_lines(path)
     assert "tinyproxy" in origin.requests_for(path)[0].via
     got = await pooled.get(started.session_id)
@@ -145,15 +133,9 @@ async def test_a_warm_browser_without_a_proxy_connects_direct(
     started = await pooled.start()
     assert started.session_id == warm.session_id
     path = unique_path("warm-direct")
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         response = await page.goto(origin.url("web.example.test", path))
         assert response is not None and response.status == 200
-        await browser.close()
     assert origin.requests_for(path)[0].via == ""
 
 
@@ -200,12 +182,6 @@ async def test_a_warm_session_trusts_the_cas_it_brings(
     )
     started = await pooled.start(certificates=[certificate])
     assert started.session_id == warm.session_id
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
-        )
-        page = await browser.contexts[0].new_page()
+    async with connected_page(started) as page:
         response = await page.goto(tls_origin.url("secure.company.test", unique_path()))
         assert response is not None and response.status == 200
-        await browser.close()

@@ -21,10 +21,18 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 from test_daemon import daemon
 
-from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
+from conftest import (
+    RunningWorker,
+    connected_page,
+    eventually,
+    make_config,
+    running_worker,
+    session_page,
+    session_processes,
+)
 from upstreams import (
     HOST_OVERRIDES,
     PROXY_PASSWORD,
@@ -87,26 +95,11 @@ async def worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWork
 
 
 @contextlib.asynccontextmanager
-async def session_page(
+async def proxied_page(
     worker: RunningWorker, proxy: pb.ProxyConfiguration | None, **fields: Any
 ) -> AsyncIterator[tuple[Page, Any]]:
-    started = await worker.start(proxy_configuration=proxy, **fields)
-    stream = started.streams.automation_stream
-    async with async_playwright() as p:
-        browser = await p.chromium.connect_over_cdp(
-            stream.stream_endpoint,
-            headers={"Authorization": f"Bearer {stream.token}"},
-            timeout=20000,
-        )
-        page = await browser.contexts[0].new_page()
-        try:
-            yield page, started
-        finally:
-            await browser.close()
-            # Ending the session closes its kept-alive connections, so the
-            # proxies write their log lines for them (squid logs a tunnel
-            # when it closes).
-            await worker.stop(started.session_id, started.browser_identifier)
+    async with session_page(worker, proxy_configuration=proxy, **fields) as opened:
+        yield opened
 
 
 async def load(page: Page, url: str) -> tuple[int, str]:
@@ -136,7 +129,7 @@ async def test_requests_follow_bypass_then_first_pattern_then_default(
         bypass=("www.example.test",),
     )
     paths = {name: unique_path(name) for name in ("first", "second", "default", "bypass", "tls")}
-    async with session_page(
+    async with proxied_page(
         worker, proxy, browser_identifier=created.browser_id, certificates=TRUST_ORIGIN
     ) as (page, _):
         for name, host in (
@@ -174,7 +167,7 @@ async def test_hosts_no_pattern_matches_go_direct_when_there_is_no_default(
 ) -> None:
     proxy = routing(external(tinyproxy, (".company.test",)))
     direct, routed = unique_path("direct"), unique_path("routed")
-    async with session_page(worker, proxy) as (page, _):
+    async with proxied_page(worker, proxy) as (page, _):
         assert (await load(page, origin.url("web.example.test", direct)))[0] == 200
         assert (await load(page, origin.url("api.company.test", routed)))[0] == 200
     assert origin.requests_for(direct)[0].via == "" and not tinyproxy.log_lines(direct)
@@ -186,7 +179,7 @@ async def test_request_bodies_and_kept_alive_requests_pass_intact(
     worker: RunningWorker, origin: Origin, tinyproxy: Proxy, route: str
 ) -> None:
     patterns = ("nothing.invalid",) if route == "direct" else ()
-    async with session_page(worker, routing(external(tinyproxy, patterns))) as (page, _):
+    async with proxied_page(worker, routing(external(tinyproxy, patterns))) as (page, _):
         await load(page, origin.url("web.example.test", unique_path()))
         answers = await page.evaluate(
             """async () => {
@@ -218,7 +211,7 @@ async def test_wrong_credentials_show_a_407_once_and_are_counted(
         pb.CreateBrowserRequest(name="shell", flavour=pb.HEADLESS_SHELL)
     )
     proxy = routing(external(squid, secret=arn))
-    async with session_page(worker, proxy, browser_identifier=shell.browser_id) as (
+    async with proxied_page(worker, proxy, browser_identifier=shell.browser_id) as (
         page,
         started,
     ):
@@ -245,7 +238,7 @@ async def test_credentials_from_a_mounted_file_authenticate(
 ) -> None:
     path = unique_path("file")
     proxy = routing(external(squid, secret=f"file:{SECRET_FILE}"))
-    async with session_page(worker, proxy) as (page, _):
+    async with proxied_page(worker, proxy) as (page, _):
         assert (await load(page, origin.url("web.example.test", path)))[0] == 200
     assert any(f" {PROXY_USER} " in line for line in squid.log_lines(path))
 
@@ -257,8 +250,8 @@ async def test_concurrent_sessions_keep_their_own_routes_and_credentials(
     open_route = routing(external(tinyproxy))
     path_a, path_b = unique_path("a"), unique_path("b")
     async with (
-        session_page(worker, authed) as (page_a, _),
-        session_page(worker, open_route) as (page_b, _),
+        proxied_page(worker, authed) as (page_a, _),
+        proxied_page(worker, open_route) as (page_b, _),
     ):
         results = await asyncio.gather(
             load(page_a, origin.url("web.example.test", path_a)),
@@ -276,8 +269,8 @@ async def test_a_page_cannot_reach_another_sessions_relay(
     authed = routing(external(squid, (".company.test",), secret=f"file:{SECRET_FILE}"))
     direct_only = routing(external(squid, ("nothing.invalid",)))
     async with (
-        session_page(worker, authed) as (_, started_a),
-        session_page(worker, direct_only) as (page_b, _),
+        proxied_page(worker, authed) as (_, started_a),
+        proxied_page(worker, direct_only) as (page_b, _),
     ):
         manager = worker.server.manager
         assert manager is not None
@@ -290,7 +283,7 @@ async def test_an_unreachable_proxy_shows_an_error_page_and_is_counted(
     worker: RunningWorker, origin: Origin
 ) -> None:
     dead = Proxy(free_port(), Path("/nonexistent"))
-    async with session_page(worker, routing(external(dead))) as (page, started):
+    async with proxied_page(worker, routing(external(dead))) as (page, started):
         status, body = await load(page, origin.url("web.example.test", unique_path()))
         assert status == 502 and "cannot reach upstream" in body
         assert worker.server.relay is not None
@@ -354,7 +347,7 @@ async def test_a_relay_that_dies_comes_back_with_every_listener(
 ) -> None:
     relay = worker.server.relay
     assert relay is not None
-    async with session_page(worker, routing(external(tinyproxy))) as (page, _):
+    async with proxied_page(worker, routing(external(tinyproxy))) as (page, _):
         first_pid = relay.pid
         os.kill(first_pid, 9)
 
@@ -375,7 +368,7 @@ async def test_sessions_without_a_proxy_never_touch_the_relay(
     worker: RunningWorker, origin: Origin
 ) -> None:
     path = unique_path("plain")
-    async with session_page(worker, None) as (page, started):
+    async with proxied_page(worker, None) as (page, started):
         assert (await load(page, origin.url("web.example.test", path)))[0] == 200
         manager = worker.server.manager
         assert manager is not None and manager.live[started.session_id].proxy_port == 0
@@ -431,14 +424,7 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
                 sid = started.session_id
                 tokens.append(started.streams.automation_stream.token.encode())
                 path = unique_path("leak")
-                stream = started.streams.automation_stream
-                async with async_playwright() as p:
-                    browser = await p.chromium.connect_over_cdp(
-                        stream.stream_endpoint,
-                        headers={"Authorization": f"Bearer {stream.token}"},
-                        timeout=20000,
-                    )
-                    page = await browser.contexts[0].new_page()
+                async with connected_page(started) as page:
                     assert (await load(page, origin.url("web.example.test", path)))[0] == 200
                     pids = session_processes(state.resolve(), sid)
                     assert pids
@@ -446,7 +432,6 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
                         seen.update(process_view(pid))
                     for file, body in files_under(state / "sessions" / sid):
                         seen[str(file)] = body
-                    await browser.close()
                 assert squid.log_lines(path), "the request did not go through squid"
                 got = await sessions.GetBrowserSession(pb.GetBrowserSessionRequest(session_id=sid))
                 listed = await sessions.ListBrowserSessions(pb.ListBrowserSessionsRequest())
