@@ -10,21 +10,18 @@ import hashlib
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from playwright.async_api import Page
 
-from conftest import RunningWorker, make_config, running_worker, session_page, session_processes
+from conftest import RunningWorker, session_page, session_processes
 from upstreams import (
-    HOST_OVERRIDES,
     Interceptor,
     SecretsManager,
     TLSOrigin,
@@ -54,11 +51,9 @@ def secrets_dir(tmp_path: Path, tls_origin: TLSOrigin, mitmproxy: Interceptor) -
     return path
 
 
-@pytest_asyncio.fixture
-async def worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWorker]:
-    config = make_config(tmp_path, host_overrides=HOST_OVERRIDES, secrets_dir=secrets_dir)
-    async with running_worker(config) as running:
-        yield running
+@pytest.fixture
+def worker(routed_worker: RunningWorker) -> RunningWorker:
+    return routed_worker
 
 
 async def status_of(page: Page, url: str) -> int:

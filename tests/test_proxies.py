@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from playwright.async_api import Page
 from test_daemon import daemon
 
@@ -28,8 +27,6 @@ from conftest import (
     RunningWorker,
     connected_page,
     eventually,
-    make_config,
-    running_worker,
     session_page,
     session_processes,
 )
@@ -87,11 +84,9 @@ def secrets_dir(tmp_path: Path, tls_origin: TLSOrigin) -> Path:
     return path
 
 
-@pytest_asyncio.fixture
-async def worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWorker]:
-    config = make_config(tmp_path, host_overrides=HOST_OVERRIDES, secrets_dir=secrets_dir)
-    async with running_worker(config) as running:
-        yield running
+@pytest.fixture
+def worker(routed_worker: RunningWorker) -> RunningWorker:
+    return routed_worker
 
 
 @contextlib.asynccontextmanager

@@ -34,12 +34,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import trustme
+
+from conftest import RunningWorker, make_config, running_worker
 
 TEST_DOMAINS = (".example.test", ".company.test")
 HOST_OVERRIDES = tuple(f"{domain}=127.0.0.1" for domain in TEST_DOMAINS)
@@ -140,24 +143,23 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
                 self.headers.get("Proxy-Authorization", ""),
             )
         )
-        body = f"<html><title>{host}</title><body>{host}{self.path}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        body = f"<html><title>{host}</title><body>{host}{self.path}</body></html>"
+        self._answer(body.encode(), "text/html")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.seen.append(
             Seen(self.headers.get("Host", "").rsplit(":", 1)[0], self.path, "", "")
         )
-        answer = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+        answer = f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+        self._answer(answer.encode(), "text/plain")
+
+    def _answer(self, body: bytes, kind: str) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(answer)))
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(answer)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -207,6 +209,15 @@ def tls_origin(proxy_dir: Path) -> Iterator[TLSOrigin]:
     ca_file.chmod(0o644)
     with tls_serving(ca) as server:
         yield TLSOrigin(server, ca, ca_file)
+
+
+@pytest_asyncio.fixture
+async def routed_worker(tmp_path: Path, secrets_dir: Path) -> AsyncIterator[RunningWorker]:
+    """A worker that resolves the test domains to loopback and reads
+    `file:` secrets from the requesting module's `secrets_dir` fixture."""
+    config = make_config(tmp_path, host_overrides=HOST_OVERRIDES, secrets_dir=secrets_dir)
+    async with running_worker(config) as running:
+        yield running
 
 
 # ---------------------------------------------------------------- proxies
