@@ -75,7 +75,7 @@ def daemon(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the worker did not start")
             time.sleep(0.05)
-        yield json.loads(ready.read_text())
+        yield {**json.loads(ready.read_text()), "state_dir": str(state)}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -95,8 +95,12 @@ PY
 
 runtime() {
     apt_install chromium chromium-headless-shell libnss3-tools
+    # npm fetches the pinned rrweb bundles the recorder injects and the replay
+    # viewer embeds; keep a node/npm that is already there.
+    command -v npm >/dev/null || apt_install nodejs npm
     python_env "${1:-}"
     gen_proto
+    npm_env recorder/js
 }
 
 case "$mode" in
@@ -108,9 +112,6 @@ case "$mode" in
         exec "$venv/bin/sandbox-worker" serve "$@"
         ;;
     test)
-        # Node runs the Puppeteer client in the tests; keep a node that is
-        # already there (it may be newer than Debian's).
-        command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
         # Real proxies for the tests: an open one, one with Basic auth, and a
         # TLS interceptor (Debian's mitmproxy: its pins would clash with ours).
         apt_install tinyproxy squid apache2-utils mitmproxy

@@ -52,6 +52,7 @@ BROWSER_CASES: list[tuple[dict[str, Any], str]] = [
         {"name": "ok", "recording": pb.RecordingConfig(enabled=True)},
         "recording.s3_location.bucket",
     ),
+    ({"name": "ok", "execution_role_arn": "arn:aws:iam::12:user/x"}, "execution_role_arn"),
     (
         {
             "name": "ok",

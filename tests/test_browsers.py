@@ -71,19 +71,19 @@ async def test_delete_removes_a_browser_but_never_the_built_in_one(worker: Runni
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_recording_is_stored_but_refused_at_start_until_supported(
+async def test_recording_settings_and_execution_role_are_stored_on_the_browser(
     worker: RunningWorker,
 ) -> None:
+    role = "arn:aws:iam::123456789012:role/recorder"
     created = await worker.browsers.CreateBrowser(
         pb.CreateBrowserRequest(
             name="rec",
             recording=pb.RecordingConfig(
-                enabled=True, s3_location=pb.S3Location(bucket="recordings", prefix="a/b")
+                enabled=True, s3_location=pb.S3Location(bucket="recordings", prefix="/a/b/")
             ),
+            execution_role_arn=role,
         )
     )
-    assert created.recording.s3_location.prefix == "a/b"
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await worker.start(browser_identifier=created.browser_id)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert info.value.details().startswith("recording:")
+    got = await worker.browsers.GetBrowser(pb.GetBrowserRequest(browser_id=created.browser_id))
+    assert got.recording.enabled and got.recording.s3_location.prefix == "a/b"
+    assert got.execution_role_arn == role

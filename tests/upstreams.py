@@ -361,6 +361,103 @@ class SecretsManager:
     def put_credentials(self, name: str, username: str, password: str) -> str:
         return self.put(name, json.dumps({"username": username, "password": password}))
 
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", region_name="us-east-1", endpoint_url=self.endpoint)
+
+    def bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"rec-{uuid.uuid4().hex[:12]}"
+        self.s3().create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        s3 = self.s3()
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+class FaultProxy:
+    """A TCP proxy in front of a server that can be told to refuse or to
+    stall connections (and cuts the ones it holds when told), to make S3
+    unreachable without stopping it (moto keeps buckets in memory)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self.mode = "pass"
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._live: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def set(self, mode: str) -> None:
+        self.mode = mode
+        if mode != "pass":
+            with self._lock:
+                for sock in self._live:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.set("refuse")
+        self._thread.join(5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            if self.mode == "refuse":
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                client.close()  # a reset
+            else:
+                threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        deadline = time.monotonic() + 120
+        while self.mode == "stall" and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)  # accepted, never answered
+        if self.mode != "pass":
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream), timeout=5)
+        upstream.settimeout(None)
+        with self._lock:
+            self._live.update((client, upstream))
+        pump = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        pump.start()
+        _pump(client, upstream)
+        pump.join(5)
+        with self._lock:
+            self._live.difference_update((client, upstream))
+        client.close()
+        upstream.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def s3_faults(moto: SecretsManager) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(int(moto.endpoint.rsplit(":", 1)[1]))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
 
 @pytest.fixture(scope="session")
 def moto(proxy_dir: Path) -> Iterator[SecretsManager]:

@@ -4,6 +4,7 @@
     sandbox-worker session start|get|list|stop|stream ... [--json] [--target H:P]
     sandbox-worker browser create|get|list|delete ...      [--json] [--target H:P]
     sandbox-worker status                                  [--json] [--target H:P]
+    sandbox-worker replay SESSION_ID|s3://...|DIR          [--out FILE] [--open]
 
 `--json` prints the API's answer as JSON (camelCase, like the hosted API);
 without it a short human summary. Errors go to stderr with the gRPC code,
@@ -115,6 +116,8 @@ def _session_line(s: Any) -> str:
 
 def _session_human(s: Any) -> str:
     lines = [_session_line(s), f"  automation: {s.streams.automation_stream.stream_endpoint}"]
+    if s.session_replay_artifact:
+        lines.append(f"  recording:  {s.session_replay_artifact}")
     if s.streams.automation_stream.token:
         lines.append(f"  token:      {s.streams.automation_stream.token}")
     return "\n".join(lines)
@@ -190,7 +193,12 @@ def _browser_create(args: argparse.Namespace) -> int:
         name=args.name,
         description=args.description,
         flavour=args.flavour.upper().replace("-", "_"),
+        execution_role_arn=args.execution_role_arn,
     )
+    if args.record_bucket:
+        request.recording.enabled = True
+        request.recording.s3_location.bucket = args.record_bucket
+        request.recording.s3_location.prefix = args.record_prefix
     return _emit(args, browsers.CreateBrowser(request), _browser_line)
 
 
@@ -265,6 +273,56 @@ def _loadtest_human(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------- replay
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from recorder import replay  # the viewer needs nothing of the daemon
+
+    source = args.source
+    if not (source.startswith(("s3://", "file://")) or Path(source).is_dir()):
+        source = _artifact(args.state_dir, source)
+    s3 = None
+    if source.startswith("s3://"):
+        import boto3
+
+        endpoint = os.environ.get("SANDBOX_S3_ENDPOINT_URL") or None
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+    try:
+        meta, events = replay.load(source, s3)
+    except replay.NotARecording as err:
+        print(f"sandbox-worker: {err}", file=sys.stderr)
+        return 1
+    name = meta.get("sessionId") or Path(source.rstrip("/")).name
+    out = Path(args.out or f"replay-{name}.html")
+    out.write_text(replay.render(meta, events), encoding="utf-8")
+    print(out)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
+    return 0
+
+
+def _artifact(state_dir: Path | None, session_id: str) -> str:
+    """A session's recording folder, from the worker's state."""
+    from worker.store import Store
+
+    config = Config.from_env(os.environ, state_dir=state_dir)
+    if not config.db_path.exists():
+        raise ConfigError(f"state_dir: no worker state at {config.state_dir}")
+    store = Store(config.db_path)
+    try:
+        record = store.get_session(session_id)
+    finally:
+        store.close()
+    if record is None:
+        raise ConfigError(f"source: no session '{session_id}' in {config.state_dir}")
+    if not record.replay_artifact:
+        raise ConfigError(f"source: session '{session_id}' was not recorded")
+    return record.replay_artifact
+
+
 # ------------------------------------------------------------------- parser
 
 
@@ -334,6 +392,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--flavour", choices=["chromium", "headless-shell"], default="chromium")
     create.add_argument("--description", default="")
+    create.add_argument("--record-bucket", default="", help="record sessions to this bucket")
+    create.add_argument("--record-prefix", default="", help="key prefix for recordings")
+    create.add_argument("--execution-role-arn", default="", help="write recordings as this role")
     create.set_defaults(run=_browser_create)
     for name, run in (("get", _browser_get), ("delete", _browser_delete)):
         verb = bverbs.add_parser(name, parents=[client])
@@ -345,6 +406,15 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", parents=[client], help="capacity and drain state")
     status.set_defaults(run=_status)
+
+    replay = commands.add_parser(
+        "replay", help="write (and open) a recording's viewer as one HTML file"
+    )
+    replay.add_argument("source", help="a session id (this worker's), s3://bucket/key/ or a folder")
+    replay.add_argument("--out", default="", metavar="FILE.html")
+    replay.add_argument("--open", action="store_true", help="open it in the default browser")
+    replay.add_argument("--state-dir", type=Path, help="the worker's state (for a session id)")
+    replay.set_defaults(run=_replay)
 
     load = commands.add_parser(
         "loadtest", parents=[with_browser], help="run sessions against a worker and measure"

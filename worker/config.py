@@ -87,6 +87,28 @@ class Config:
     # ("web.corp.test=10.0.0.5"), or ".DOMAIN=ADDRESS" for a domain and all
     # its subdomains. Used by Chromium and by the proxy relay's direct routes.
     host_overrides: tuple[str, ...] = ()
+    # Session recordings: "local" writes the S3 layout under recording_dir
+    # (default <state_dir>/recordings); "s3" uploads to each browser's bucket
+    # with the worker's AWS credential chain or the browser's execution role.
+    recording_storage: str = "local"
+    recording_dir: Path | None = None
+    # Batches wait here until their destination confirmed them; it survives
+    # restarts (default <state_dir>/spool). Past recording_spool_max_mb, new
+    # events are dropped, counted, and the recording marked incomplete.
+    recording_spool_dir: Path | None = None
+    recording_spool_max_mb: int = 1024
+    # A batch closes at this many uncompressed bytes, or this age.
+    recording_batch_bytes: int = 8 * 1024 * 1024
+    recording_batch_age_s: float = 10.0
+    # A batch streams to S3 in parts of this size once it is that large.
+    recording_part_bytes: int = 8 * 1024 * 1024
+    recording_upload_concurrency: int = 4
+    # At shutdown, seconds to keep uploading before leaving the rest spooled.
+    recording_flush_timeout_s: float = 20.0
+    # S3 and STS endpoints (S3-compatible stores, tests); empty: boto3's
+    # default, which honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+    s3_endpoint_url: str = ""
+    sts_endpoint_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -120,6 +142,16 @@ class Config:
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if self.recording_storage not in ("local", "s3"):
+            raise ConfigError("recording_storage: must be 'local' or 's3'")
+        if self.recording_part_bytes < 5 * 1024 * 1024:
+            raise ConfigError("recording_part_bytes: S3 parts must be at least 5 MiB")
+        if self.recording_batch_bytes < 1024 or self.recording_spool_max_mb < 1:
+            raise ConfigError("recording_batch_bytes, recording_spool_max_mb: too small")
+        if self.recording_batch_age_s <= 0 or self.recording_upload_concurrency < 1:
+            raise ConfigError(
+                "recording_batch_age_s, recording_upload_concurrency: must be positive"
+            )
         if self.max_client_message_bytes >= 100 * 1024 * 1024:
             raise ConfigError("max_client_message_bytes: must be below 100 MiB")
 
@@ -161,6 +193,14 @@ class Config:
     @property
     def sessions_dir(self) -> Path:
         return self.state_dir / "sessions"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.recording_dir or self.state_dir / "recordings"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.recording_spool_dir or self.state_dir / "spool"
 
     @property
     def db_path(self) -> Path:

@@ -17,7 +17,7 @@ import structlog
 from certstore import validate as certstore_validate
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate, CertificateError
-from worker import ids, reaper, validation
+from worker import ids, reaper, recordings, validation
 from worker.config import Config
 from worker.errors import (
     AlreadyExists,
@@ -70,6 +70,7 @@ class SessionManager:
         self.metrics = metrics or Metrics()
         self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
         self.trust = NSSStores(config.state_dir / "nss-cache")
+        self.recorder = recordings.recorder(config, self.metrics)
         self.live: dict[str, Session] = {}
         self.draining = False
         self._idle = asyncio.Event()
@@ -198,7 +199,6 @@ class SessionManager:
         if self.draining:
             raise Unavailable("the worker is draining and takes no new sessions")
         browser = self.get_browser(request.browser_id)
-        self._refuse_unsupported(browser)
         if request.client_token:
             earlier = await self._earlier_start(request)
             if earlier is not None:
@@ -297,6 +297,9 @@ class SessionManager:
         self.live[session.session_id] = session
         self._idle.clear()
         try:
+            recording = None
+            if browser.recording.enabled:
+                recording = recordings.start(self.recorder, browser, record)
             await session.claim(
                 record,
                 ids.new_token(),
@@ -304,6 +307,7 @@ class SessionManager:
                 proxy_auth,
                 self.store.put_session,
                 self._evict,
+                recording,
             )
         except BaseException as exc:
             await session.close(START_FAILED)
@@ -313,14 +317,6 @@ class SessionManager:
         self.metrics.sessions_started.labels(record.flavour, "warm").inc()
         session.log.info("session.started", flavour=record.flavour, warm=True)
         return session
-
-    def _refuse_unsupported(self, browser: BrowserConfig) -> None:
-        # Accepted and stored on the browser, but this worker cannot honour
-        # it yet: refusing beats a session that silently does not record.
-        if browser.recording.enabled:
-            raise FailedPrecondition(
-                "recording: this worker does not record sessions yet; disable recording"
-            )
 
     async def _proxy_auth(self, proxy: ProxyConfig | None) -> list[str]:
         """Each proxy's Proxy-Authorization value ("" without credentials)."""
@@ -384,6 +380,9 @@ class SessionManager:
     ) -> Session:
         session_id = ids.new_session_id()
         record = self._record(request, browser, session_id)
+        recording = None
+        if browser.recording.enabled:
+            recording = recordings.start(self.recorder, browser, record)
         session = Session(
             record,
             ids.new_token(),
@@ -395,6 +394,7 @@ class SessionManager:
             self.trust,
             certificates,
             self.metrics,
+            recording=recording,
         )
         self.live[session_id] = session
         self._idle.clear()
@@ -514,6 +514,8 @@ class SessionManager:
             sessions=sessions,
             proxy=proxy,
             relay_restarts=self.relay.restarts if self.relay is not None else 0,
+            spool_bytes=self.recorder.meter.used,
+            uploads_pending=self.recorder.uploader.pending,
         )
 
     # -------------------------------------------------------------- shutdown

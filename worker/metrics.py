@@ -71,6 +71,8 @@ class State:
     # (upstream, counter) -> total, for every session the relay has seen
     proxy: dict[tuple[str, str], int]
     relay_restarts: int
+    spool_bytes: int = 0
+    uploads_pending: int = 0
 
 
 class Metrics:
@@ -135,6 +137,34 @@ class Metrics:
             "gRPC call latency",
             ["method"],
             buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.recording_events = Counter(
+            "sandbox_recording_events_total",
+            "Events recorded (rrweb and CDP), written to the spool",
+            registry=r,
+        )
+        self.recording_dropped = Counter(
+            "sandbox_recording_dropped_events_total",
+            "Events dropped by a bound (memory: per-session queue; spool: disk full)",
+            ["bound"],
+            registry=r,
+        )
+        self.recording_uploaded_bytes = Counter(
+            "sandbox_recording_uploaded_bytes_total",
+            "Compressed recording bytes the destination confirmed",
+            registry=r,
+        )
+        self.recording_retries = Counter(
+            "sandbox_recording_upload_retries_total",
+            "Recording upload calls retried after an error",
+            ["operation"],
+            registry=r,
+        )
+        self.recordings_finished = Counter(
+            "sandbox_recordings_finished_total",
+            "Recordings whose metadata.json was written",
+            ["complete"],
             registry=r,
         )
         self._server: WSGIServer | None = None
@@ -227,6 +257,14 @@ class StateCollector(Collector):
         yield from proxy_traffic(state.proxy)
         yield CounterMetricFamily(
             "sandbox_proxy_relay_restarts", "Proxy relay process restarts", state.relay_restarts
+        )
+        yield GaugeMetricFamily(
+            "sandbox_recording_spool_bytes", "Recording bytes on local disk", state.spool_bytes
+        )
+        yield GaugeMetricFamily(
+            "sandbox_recording_uploads_pending",
+            "Batches and metadata files waiting for their destination",
+            state.uploads_pending,
         )
 
 

@@ -39,6 +39,7 @@ class Recording:
     enabled: bool = False
     bucket: str = ""
     prefix: str = ""
+    role_arn: str = ""  # executionRoleArn: recordings are written as this role
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,8 @@ class SessionRecord:
     proxy: dict[str, Any] | None = None
     # The browser's certificates, then the session's: references, never PEM.
     certificate_arns: list[str] = dataclasses.field(default_factory=list)
+    # The recording's folder URI, when the browser records.
+    replay_artifact: str = ""
 
     @property
     def proxy_config(self) -> ProxyConfig | None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +32,15 @@ log = structlog.get_logger(__name__)
 REFUSED_METHODS = ("Browser.crash", "Browser.crashGpuProcess")
 REFUSED_DOMAINS = ("Tethering.",)
 SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
+
+
+# Told of every client command and its answer (the session recording):
+# (client number, method, params, reply, milliseconds to the answer).
+Observer = Callable[[int, str, dict[str, Any], Message, float], None]
+
+
+def _unobserved(_c: int, _m: str, _p: dict[str, Any], _r: Message, _t: float) -> None:
+    pass
 
 
 class ClientGone(Exception):
@@ -51,9 +62,13 @@ class Client:
         close: Callable[[int, str], Awaitable[None]],
         queue_limit: int,
         new_target_defaults: Callable[[], dict[str, Any]] = dict,
+        observe: Observer = _unobserved,
+        number: int = 0,
     ) -> None:
         self._conn = conn
         self._new_target_defaults = new_target_defaults
+        self._observe = observe
+        self.number = number
         self._send = send
         self._close_ws = close
         self.root = ""
@@ -155,9 +170,13 @@ class Client:
             self._error(msg_id, explicit, -32001, "Session with given id not found.")
             return
 
+        sent = time.perf_counter()
+
         def on_reply(reply: Message) -> None:
             self._note_reply(method, params, reply)
             self._reply(msg_id, explicit, reply)
+            took_ms = (time.perf_counter() - sent) * 1000
+            self._observe(self.number, method, params, reply, took_ms)
 
         self._conn.send(method, params, target, on_reply)
 
@@ -251,9 +270,12 @@ class Multiplexer:
         count_in: Callable[[], None] = lambda: None,
         count_out: Callable[[], None] = lambda: None,
         new_target_defaults: Callable[[], dict[str, Any]] = dict,
+        observe: Observer = _unobserved,
     ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
+        self._observe = observe
+        self._numbers = itertools.count(1)
         self._count_in = count_in  # one call per client message (metrics)
         self._count_out = count_out  # one call per message sent to a client
         self._new_target_defaults = new_target_defaults
@@ -269,7 +291,15 @@ class Multiplexer:
             self._count_out()
             await ws.send(message)
 
-        client = Client(self._conn, send, ws.close, self._queue_limit, self._new_target_defaults)
+        client = Client(
+            self._conn,
+            send,
+            ws.close,
+            self._queue_limit,
+            self._new_target_defaults,
+            self._observe,
+            next(self._numbers),
+        )
         if self._conn.closed:
             await ws.close(1011, "browser is gone")
             return

@@ -34,6 +34,7 @@ from worker.automation import AutomationServer
 from worker.config import Config, ConfigError
 from worker.manager import SessionManager
 from worker.metrics import Metrics, State
+from worker.model import WORKER_RESTARTED
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.relay_control import RelayControl
@@ -87,6 +88,11 @@ class WorkerServer:
         await self.relay.start()
         self.manager = SessionManager(config, self._store, self.relay, self.metrics)
         self.manager.recover()
+        # Recordings an earlier run left in the spool: uploaded and finished
+        # in the background, the ones it was still writing marked incomplete.
+        spooled = await self.manager.recorder.recover(WORKER_RESTARTED)
+        if spooled:
+            log.warning("worker.recordings_recovered", sessions=spooled)
         self.manager.pool.start()
         self._serve_metrics()
 
@@ -184,6 +190,10 @@ class WorkerServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.manager is not None:
             await self.manager.drain(timeout)
+            # After the sessions: their last batches are in the spool now.
+            flushed = await self.manager.recorder.stop(self.config.recording_flush_timeout_s)
+            if not flushed:
+                log.warning("worker.recordings_spooled", detail="uploads resume at next start")
         if self.relay is not None:
             await self.relay.stop()  # after the sessions: their listeners are closed
         with contextlib.suppress(OSError):  # the sessions' TMPDIR root, if empty

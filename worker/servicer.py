@@ -156,6 +156,7 @@ def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
         created_at=timestamp(browser.created_at),
         last_updated_at=timestamp(browser.updated_at),
         built_in=browser.built_in,
+        execution_role_arn=browser.recording.role_arn,
     )
 
 
@@ -170,7 +171,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         flavour = flavour_name(request.flavour)
         rec = request.recording
         recording = validation.recording(
-            rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix
+            rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix, request.execution_role_arn
         )
         arns = certificate_arns("certificates", request.certificates)
         validation.client_token(request.client_token)
@@ -226,6 +227,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             ),
             flavour=FLAVOUR_PB[record.flavour],
             certificates=certificates_to_pb(record.certificate_arns),
+            session_replay_artifact=record.replay_artifact,
         )
         proxy = record.proxy_config
         if proxy is not None:

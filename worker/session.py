@@ -23,7 +23,8 @@ import structlog
 from certstore import bundle
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
-from worker import launcher, reaper
+from recorder.recording import Recording
+from worker import launcher, reaper, recordings
 from worker.config import Config
 from worker.errors import Unavailable
 from worker.metrics import Metrics
@@ -59,6 +60,7 @@ class Session:
         certificates: Sequence[CACertificate] = (),
         metrics: Metrics | None = None,
         pooled: bool = False,
+        recording: Recording | None = None,
     ) -> None:
         self.record = record
         self.token = token
@@ -70,6 +72,7 @@ class Session:
         self._trust = trust
         self._certificates = list(certificates)  # validated, tool-level first
         self._metrics = metrics
+        self.recording = recording
         self.requested_at = time.perf_counter()  # StartBrowserSession arrived
         # False for a pooled browser until a session claims it: until then
         # it has no record to persist and no session to count.
@@ -155,6 +158,10 @@ class Session:
             spec = self._install_trust(spec)
         self.process = await launcher.launch(spec)
         self.record.pid = self.process.pid
+        if self.recording is not None:
+            # Before any client can connect: every page is attached and
+            # injected from its first document on.
+            self.recording.attach(self.process.connection)
         self.process.exited.add_done_callback(self._on_exit)
         self.ready = asyncio.ensure_future(
             launcher.wait_ready(self.process, self._config.start_timeout_s)
@@ -171,6 +178,7 @@ class Session:
             count_in,
             count_out,
             self._window_defaults,
+            self._client_command,
         )
 
     def _window_defaults(self) -> dict[str, Any]:
@@ -185,6 +193,12 @@ class Session:
         if self.record.flavour == "chromium":
             defaults["newWindow"] = True
         return defaults
+
+    def _client_command(
+        self, client: int, method: str, params: dict[str, Any], reply: dict[str, Any], took: float
+    ) -> None:
+        if self.recording is not None:
+            self.recording.client_command(client, method, params, reply, took)
 
     def activate(self) -> None:
         """The session is READY: persisted, and its timeout running."""
@@ -207,6 +221,7 @@ class Session:
         proxy_auth: Sequence[str],
         persist: Callable[[SessionRecord], None],
         evict: Callable[[Session], None],
+        recording: Recording | None = None,
     ) -> None:
         """Turn a pooled browser into the session `record` describes.
 
@@ -225,6 +240,11 @@ class Session:
         proxy = record.proxy_config
         if proxy is not None and self._relay is not None and self.proxy_port:
             await self._relay.update(self.session_id, proxy, list(proxy_auth))
+        if recording is not None and self.process is not None:
+            # The pooled browser has no page yet and no client can reach it
+            # before Start returns: recording misses nothing.
+            self.recording = recording
+            recording.attach(self.process.connection)
         self.activate()
 
     def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
@@ -300,6 +320,8 @@ class Session:
         if self.ready is not None and not self.ready.done():
             self.ready.cancel()
         try:
+            if self.recording is not None:
+                await self._end_recording(reason)
             if self.mux is not None:
                 self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
             if self.process is not None:
@@ -322,6 +344,19 @@ class Session:
                 lifetime_s=round(time.time() - self.record.created_at, 3),
                 close_ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+    async def _end_recording(self, reason: str) -> None:
+        assert self.recording is not None
+        alive = (
+            self.process is not None
+            and not self.process.exited.done()
+            and reason not in (BROWSER_EXITED, START_FAILED)
+        )
+        try:
+            metrics = self._metrics or Metrics()
+            await recordings.end(self.recording, reason, metrics, alive)
+        except Exception as exc:  # the browser must still be stopped
+            self.log.error("session.recording_end_failed", error=repr(exc))
 
     def _count_end(self, reason: str) -> None:
         if self._metrics is None:

@@ -21,6 +21,7 @@ BROWSER_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,47}(-[a-zA-Z0-9]{10})?")
 SESSION_ID = re.compile(r"[0-9a-zA-Z]{1,40}")
 CLIENT_TOKEN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){32,255}")
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+ROLE_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 
 MAX_TIMEOUT_S = 28800
 DEFAULT_TIMEOUT_S = 3600
@@ -58,9 +59,15 @@ def description(text: str) -> str:
     return text
 
 
-def recording(enabled: bool, bucket: str, prefix: str) -> Recording:
+def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> Recording:
+    if role_arn:
+        _check(
+            ROLE_ARN.fullmatch(role_arn) is not None,
+            "execution_role_arn",
+            "must be an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)",
+        )
     if not enabled:
-        return Recording(False, bucket, prefix)
+        return Recording(False, bucket, prefix, role_arn)
     _check(bool(bucket), "recording.s3_location.bucket", "is required when recording is enabled")
     _check(
         S3_BUCKET.fullmatch(bucket) is not None,
@@ -69,7 +76,7 @@ def recording(enabled: bool, bucket: str, prefix: str) -> Recording:
     )
     _check(len(prefix) <= 1024, "recording.s3_location.prefix", "must be at most 1024 characters")
     _check(_printable(prefix), "recording.s3_location.prefix", "must be printable text")
-    return Recording(True, bucket, prefix.strip("/"))
+    return Recording(True, bucket, prefix.strip("/"), role_arn)
 
 
 def certificate_arns(field: str, arns: list[str]) -> tuple[str, ...]:

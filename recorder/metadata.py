@@ -1,0 +1,54 @@
+"""metadata.json: written last, when every batch of a session is uploaded.
+
+Readers of the hosted service's recordings look for `startTime`,
+`durationMs` (or `duration`), `eventCount` (or `totalEvents`) and
+`batches[].file`; the rest says whether the recording can be trusted whole.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from recorder.batch import BatchInfo
+
+FORMAT_VERSION = 1
+
+
+def iso(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def gaps(batches: list[BatchInfo]) -> list[tuple[int, int]]:
+    """Sequence ranges missing between batches (first..last, inclusive)."""
+    missing, expected = [], 1
+    for info in batches:
+        if info.first_seq > expected:
+            missing.append((expected, info.first_seq - 1))
+        expected = max(expected, info.last_seq + 1)
+    return missing
+
+
+def build(facts: dict[str, Any], end: dict[str, Any], batches: list[BatchInfo]) -> dict[str, Any]:
+    start_ms, end_ms = float(facts["startTime"]), float(end["endTime"])
+    missing = gaps(batches)
+    reasons = list(end.get("incompleteReasons", []))
+    if missing:
+        reasons.append(f"sequence numbers missing: {missing[:10]}")
+    event_count = sum(b.event_count for b in batches)
+    return {
+        "formatVersion": FORMAT_VERSION,
+        "sessionId": facts["sessionId"],
+        "browserId": facts["browserId"],
+        "startTime": iso(start_ms),
+        "endTime": iso(end_ms),
+        "durationMs": max(0, round(end_ms - start_ms)),
+        "eventCount": event_count,
+        "totalEvents": event_count,
+        "viewport": facts.get("viewport", {}),
+        "terminationReason": end.get("reason", ""),
+        "complete": not reasons,
+        "incompleteReasons": reasons,
+        "droppedEvents": int(end.get("droppedEvents", 0)),
+        "batches": [b.to_dict() for b in batches],
+    }

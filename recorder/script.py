@@ -1,0 +1,92 @@
+"""The script every recorded frame runs before the page's own scripts.
+
+It loads rrweb and its console plugin into a private object (not onto
+`window`), takes the CDP binding off the global object so page scripts never
+see it, and sends events in batches: one binding call per `flush_ms`, each a
+newline-joined list of `<timestamp> <event JSON>` lines, so the daemon orders
+and numbers events without re-parsing them.
+
+rrweb starts when the page first goes idle after the load event (at most
+1 s later), not at it: its full snapshot is synchronous (~14 ms per 1,000
+elements here), and inside the load event it delays `load` for the page and
+for the automation client waiting on it, and right after it, the page's own
+first work. The DOM is captured whole by that snapshot; changes made before
+it are folded into it, and input before it is missed. Until then the
+bundles are not even compiled (see `source`).
+In child frames rrweb itself either stays idle (same origin: the parent
+serialises them) or posts to the parent (cross-origin), so only the top
+frame calls the binding.
+"""
+
+from __future__ import annotations
+
+import json
+
+from recorder import assets
+
+_BOOTSTRAP = """
+(function (load, name, flushMs, maxBytes) {
+  var send = globalThis[name];
+  if (typeof send !== "function") return;
+  try { delete globalThis[name]; } catch (e) { return; }
+  var stringify = JSON.stringify, later = setTimeout, queue = [], size = 0, timer = 0;
+  function flush() {
+    if (timer) { clearTimeout(timer); timer = 0; }
+    if (!queue.length) return;
+    var payload = queue.join("\\n");
+    queue = []; size = 0;
+    try { send(payload); } catch (e) {}
+  }
+  function emit(event) {
+    var line;
+    try { line = event.timestamp + " " + stringify(event); } catch (e) { return; }
+    queue.push(line); size += line.length;
+    if (size >= maxBytes) flush();
+    else if (!timer) timer = later(flush, flushMs);
+  }
+  function start() {
+    var lib = load();
+    lib.rrwebRecord.record({
+      emit: emit,
+      recordCrossOriginIframes: true,
+      maskInputOptions: { password: true },
+      sampling: { mousemove: 50, scroll: 150, input: "last" },
+      plugins: [lib.rrwebPluginConsoleRecord.getRecordConsolePlugin({
+        level: ["info", "log", "warn", "error"], lengthThreshold: 1000
+      })]
+    });
+  }
+  addEventListener("pagehide", flush, true);
+  addEventListener(name, flush, true);
+  function soon() {
+    if (typeof requestIdleCallback === "function") requestIdleCallback(start, { timeout: 1000 });
+    else later(start, 0);
+  }
+  if (document.readyState === "complete") soon();
+  else addEventListener("load", soon, { once: true, capture: true });
+})
+"""
+
+
+def source(binding: str, flush_ms: int = 100, max_bytes: int = 512 * 1024) -> str:
+    """The injected script for one session's binding name."""
+    # The bundles run with `exports`, `module` and `define` shadowed: a page
+    # defining those globals must not capture rrweb, and `this` (the UMD's
+    # global) is a private object.
+    # They sit in a function called only when recording starts: at document
+    # start V8 only pre-parses them, and compiles them after the load event.
+    libraries = assets.joined(assets.RECORD, assets.CONSOLE_PLUGIN)
+    return (
+        "(function () {\nfunction load() {\nvar lib = {};\n"
+        "(function (exports, module, define) {\n"
+        f"{libraries}\n;\n"
+        "}).call(lib);\nreturn lib;\n}\n"
+        f"{_BOOTSTRAP.strip()}(load, {json.dumps(binding)}, {int(flush_ms)}, {int(max_bytes)});\n"
+        "})();"
+    )
+
+
+def flush_expression(binding: str) -> str:
+    """Evaluated in a page at session end: send what the page still holds.
+    The event's name is the binding's, which page scripts do not know."""
+    return f"dispatchEvent(new Event({json.dumps(binding)})), true"

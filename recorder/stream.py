@@ -1,0 +1,101 @@
+"""One session's event stream: time order, sequence numbers, and bounds.
+
+Pages send their rrweb events ~100 ms late (batched), CDP events arrive as
+they happen, so events wait in a small reorder window and leave it sorted by
+timestamp; each leaving event gets the next sequence number, which makes the
+stream contiguous by construction and a gap in a file visible.
+
+Events are kept as JSON text: a page's lines are `<timestamp> <event JSON>`
+and are never parsed here, only prefixed with `"seq"`. Memory is bounded:
+past `max_pending_bytes` new events are dropped and counted, and one
+`recording-gap` custom event records how many, so a reader sees the hole.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from typing import Any
+
+CUSTOM = 5  # rrweb's EventType.Custom
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def custom(tag: str, payload: Any, timestamp: float | None = None) -> tuple[float, str]:
+    """An rrweb custom event (type 5) as (timestamp, JSON text)."""
+    ts = round(now_ms() if timestamp is None else timestamp, 3)
+    body = json.dumps(
+        {"type": CUSTOM, "data": {"tag": tag, "payload": payload}, "timestamp": ts},
+        separators=(",", ":"),
+        default=str,
+    )
+    return ts, body
+
+
+class Stream:
+    def __init__(self, window_ms: float = 300.0, max_pending_bytes: int = 32 * 1024 * 1024):
+        self._window_ms = window_ms
+        self._max_pending = max_pending_bytes
+        self._heap: list[tuple[float, int, str]] = []
+        self._arrival = 0  # ties keep arrival order
+        self.pending_bytes = 0
+        self.seq = 0  # last sequence number handed out
+        self.dropped = 0  # events refused for lack of room, in total
+        self._gap = 0  # dropped since the last gap marker
+        self.malformed = 0
+
+    def add(self, timestamp: float, body: str) -> bool:
+        """Queue one event; False when it was dropped (memory bound)."""
+        if self.pending_bytes + len(body) > self._max_pending:
+            self.dropped += 1
+            self._gap += 1
+            return False
+        self._arrival += 1
+        heapq.heappush(self._heap, (timestamp, self._arrival, body))
+        self.pending_bytes += len(body)
+        return True
+
+    def add_custom(self, tag: str, payload: Any, timestamp: float | None = None) -> None:
+        self.add(*custom(tag, payload, timestamp))
+
+    def add_page_batch(self, payload: str, tab: int = 0) -> int:
+        """Queue a page's binding payload; returns the events accepted. Each
+        event gets the page's tab number (`"tab"`), so a reader can replay
+        one tab of a session that had several."""
+        prefix = f'{{"tab":{tab},' if tab else "{"
+        accepted = 0
+        for line in payload.split("\n"):
+            stamp, _, body = line.partition(" ")
+            try:
+                timestamp = float(stamp)
+            except ValueError:
+                self.malformed += 1
+                continue
+            if len(body) < 3 or body[0] != "{" or body[-1] != "}":
+                self.malformed += 1
+                continue
+            accepted += self.add(timestamp, prefix + body[1:])
+        return accepted
+
+    def take(self, final: bool = False) -> list[tuple[float, str]]:
+        """Events whose window has passed (all of them when `final`), in
+        order, as (timestamp, NDJSON line carrying its sequence number)."""
+        lines: list[tuple[float, str]] = []
+        if self._gap:
+            ts, body = custom("recording-gap", {"droppedEvents": self._gap})
+            self._gap = 0
+            self._arrival += 1
+            heapq.heappush(self._heap, (ts, self._arrival, body))
+            self.pending_bytes += len(body)
+        horizon = float("inf") if final else now_ms() - self._window_ms
+        heap = self._heap
+        while heap and heap[0][0] <= horizon:
+            ts, _, body = heapq.heappop(heap)
+            self.pending_bytes -= len(body)
+            self.seq += 1
+            lines.append((ts, f'{{"seq":{self.seq},{body[1:]}'))
+        return lines

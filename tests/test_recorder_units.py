@@ -1,0 +1,118 @@
+"""The recorder's pure parts: ordering, bounds, batch files, redaction."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from recorder import metadata, redact
+from recorder.batch import BatchInfo, BatchWriter, salvage, sidecar
+from recorder.stream import Stream, now_ms
+
+
+def test_late_page_events_leave_in_timestamp_order_with_contiguous_sequence_numbers() -> None:
+    stream = Stream(window_ms=0)
+    t = now_ms() - 1000
+    stream.add_custom("console", {"text": "cdp"}, t + 50)
+    stream.add_page_batch(f'{t + 10} {{"type":3,"timestamp":{t + 10}}}\n{t + 90} {{"type":3}}', 2)
+    events = [json.loads(line) for _, line in stream.take()]
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert [e.get("tab") for e in events] == [2, None, 2]
+    assert events[1]["data"]["payload"]["text"] == "cdp"
+
+
+def test_events_inside_the_reorder_window_wait() -> None:
+    stream = Stream(window_ms=10_000)
+    stream.add_custom("console", {"text": "now"})
+    assert stream.take() == []
+    assert len(stream.take(final=True)) == 1
+
+
+def test_a_full_memory_bound_drops_events_and_leaves_a_gap_marker() -> None:
+    stream = Stream(window_ms=0, max_pending_bytes=300)
+    for i in range(10):
+        stream.add_custom("console", {"text": f"line {i}"}, now_ms() - 100)
+    events = [json.loads(line) for _, line in stream.take()]
+    gap = [e for e in events if e["type"] == 5 and e["data"]["tag"] == "recording-gap"]
+    assert stream.dropped > 0
+    assert gap and gap[0]["data"]["payload"]["droppedEvents"] == stream.dropped
+
+
+def test_malformed_page_lines_are_counted_not_recorded() -> None:
+    stream = Stream(window_ms=0)
+    assert stream.add_page_batch("x {}\n12 not-json\n13 {}") == 0
+    assert stream.malformed == 3
+
+
+def write(directory: Path, count: int, max_bytes: int = 1 << 30) -> tuple[BatchWriter, list]:
+    writer = BatchWriter(directory, max_bytes=max_bytes, max_age_s=60)
+    events = [(1000.0 + i, f'{{"seq":{i + 1},"timestamp":{1000 + i}}}') for i in range(count)]
+    closed = writer.write(events, 1)
+    return writer, closed
+
+
+def test_batches_close_on_size_with_their_range_and_checksum(tmp_path: Path) -> None:
+    writer, closed = write(tmp_path, 100, max_bytes=1000)
+    last = writer.close()
+    assert last is not None
+    infos = [*closed, last]
+    assert [i.n for i in infos] == list(range(1, len(infos) + 1)) and len(infos) > 2
+    assert sum(i.event_count for i in infos) == 100
+    assert infos[1].first_seq == infos[0].last_seq + 1
+    on_disk = json.loads(sidecar(tmp_path, 1).read_text())
+    assert BatchInfo.from_dict(on_disk) == infos[0]
+    lines = gzip.decompress((tmp_path / "batch-1.ndjson.gz").read_bytes()).splitlines()
+    assert len(lines) == infos[0].event_count
+
+
+def test_salvage_keeps_the_complete_lines_of_a_batch_left_open(tmp_path: Path) -> None:
+    writer, _ = write(tmp_path, 50)
+    writer.write([(2000.0, '{"seq":51,"timestamp":2000}')], 51)
+    writer._file.close()  # the daemon was killed: no gzip trailer
+    path = tmp_path / "batch-1.ndjson.gz"
+    path.write_bytes(path.read_bytes()[:-3])  # and the last write was torn
+    info = salvage(tmp_path, 1)
+    assert info is not None and info.first_seq == 1
+    assert 45 <= info.event_count <= 51 and info.last_seq == info.event_count
+    assert len(gzip.decompress(path.read_bytes()).splitlines()) == info.event_count
+
+
+def test_secret_headers_are_redacted_in_any_case() -> None:
+    headers = {"authorization": "Bearer x", "Cookie": "a=b", "Accept": "text/html"}
+    assert redact.headers(headers) == {
+        "authorization": "[redacted]",
+        "Cookie": "[redacted]",
+        "Accept": "text/html",
+    }
+
+
+def test_command_parameters_lose_secret_keys_typed_characters_and_bulk() -> None:
+    params = {
+        "headers": {"Proxy-Authorization": "Basic abc"},
+        "cookies": [{"name": "sid", "value": "v"}],
+        "password": "p",
+        "expression": "x" * 5000,
+    }
+    out = redact.command("Network.setExtraHTTPHeaders", params)
+    assert out["headers"] == {"Proxy-Authorization": "[redacted]"}
+    assert out["cookies"] == out["password"] == "[redacted]"
+    assert len(out["expression"]) < 1100
+    assert redact.command("Input.insertText", {"text": "hunter2"})["text"] == (
+        "[typed: 7 characters]"
+    )
+    key = redact.command("Input.dispatchKeyEvent", {"type": "keyDown", "key": "h", "code": "KeyH"})
+    assert key["key"] == key["code"] == "[redacted]"
+    enter = redact.command("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Enter"})
+    assert enter["key"] == "Enter"
+
+
+def test_metadata_says_incomplete_when_sequence_numbers_are_missing() -> None:
+    facts = {"sessionId": "s", "browserId": "b", "startTime": 1000.0}
+    end = {"endTime": 5000.0, "reason": "STOPPED", "incompleteReasons": []}
+    whole = [BatchInfo(1, 2, first_seq=1, last_seq=2), BatchInfo(2, 3, first_seq=3, last_seq=5)]
+    holed = [whole[0], BatchInfo(3, 2, first_seq=7, last_seq=8)]
+    assert metadata.build(facts, end, whole)["complete"] is True
+    meta = metadata.build(facts, end, holed)
+    assert meta["complete"] is False and "(3, 6)" in meta["incompleteReasons"][0]
+    assert meta["durationMs"] == 4000 and meta["eventCount"] == 4

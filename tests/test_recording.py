@@ -1,0 +1,101 @@
+"""Session recording end to end: rrweb in every page, CDP capture, batches
+and metadata.json in the S3 layout, with real Chromium and Playwright."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recordings import custom, events_of, local_batches, local_folder, recording_browser
+
+from conftest import connected_page, eventually, make_config, running_worker, session_page
+from worker import cli
+
+pytestmark = pytest.mark.integration
+
+
+async def drive(page: Any, web: str) -> None:
+    """Navigate, type, click (console.log + fetch), scroll, open a tab."""
+    await page.goto(f"{web}/record.html")
+    await page.fill("#name", "Ada")
+    await page.fill("#secret", "hunter2-password")
+    await page.click("#go")
+    await page.wait_for_function("document.querySelector('#status').textContent != 'idle'")
+    await page.mouse.wheel(0, 600)
+    async with page.context.expect_page() as opened:
+        await page.click("#open")
+    tab = await opened.value
+    await tab.wait_for_load_state("load")
+    await page.wait_for_timeout(400)  # past the recorder's start after load
+
+
+async def test_local_recording_holds_dom_input_console_network_and_both_tabs(
+    tmp_path: Path, web: str
+) -> None:
+    async with running_worker(make_config(tmp_path)) as worker:
+        browser_id = await recording_browser(worker, "rec")
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await drive(page, web)
+        folder = local_folder(worker, started.session_id)
+        meta = await eventually(lambda: _metadata(folder), timeout=20)
+        got = await worker.get(started.session_id, browser_id)
+    assert got.session_replay_artifact == folder.resolve().as_uri() + "/"
+    events = events_of(local_batches(folder))
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert meta["eventCount"] == len(events) and meta["complete"] is True
+    assert meta["terminationReason"] == "STOPPED"
+    types = {e["type"] for e in events}
+    assert {2, 3, 4} <= types  # full snapshot, incremental, meta
+    text = json.dumps(events)
+    assert "Order form" in text and "second tab content" in text
+    assert "hunter2-password" not in text and "fetch-secret-value" not in text
+    consoles = custom(events, "console")
+    assert any("order sent by Ada" in c["text"] for c in consoles)
+    fetches = [n for n in custom(events, "network") if "data.json" in n["url"]]
+    assert fetches and fetches[0]["status"] == 200
+    assert fetches[0]["requestHeaders"]["Authorization"] == "[redacted]"
+    methods = {c["method"] for c in custom(events, "cdp")}
+    assert "Target.createTarget" in methods or "Page.navigate" in methods
+
+
+def _metadata(folder: Path) -> dict[str, Any] | None:
+    path = folder / "metadata.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
+    tmp_path: Path, web: str
+) -> None:
+    async with running_worker(make_config(tmp_path)) as worker:
+        browser_id = await recording_browser(worker, "replayed")
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await drive(page, web)
+        folder = local_folder(worker, started.session_id)
+        await eventually(lambda: _metadata(folder), timeout=20)
+        out = tmp_path / "viewer.html"
+        argv = ["replay", started.session_id, "--state-dir", str(worker.config.state_dir)]
+        assert await asyncio.to_thread(cli.main, [*argv, "--out", str(out)]) == 0
+        viewer = await worker.start()  # the viewer runs in a session of its own
+        try:
+            async with connected_page(viewer) as view:
+                # rrweb's replay frame never finishes loading: no load event.
+                await view.goto(out.as_uri() + "#end", wait_until="domcontentloaded")
+                frame = view.frame_locator(".replayer-wrapper iframe")
+                await frame.locator("#status").wait_for(timeout=15000)
+                status = await frame.locator("#status").text_content()
+                title = await frame.locator("#title").text_content()
+                entries = await view.locator("#entries li").all_text_contents()
+                ARTIFACTS.mkdir(exist_ok=True)
+                await view.screenshot(path=str(ARTIFACTS / "replay-viewer.png"))
+        finally:
+            await worker.stop(viewer.session_id)
+    assert title == "Order form"
+    assert status == "saved: order 42 accepted"  # the DOM after the click and the fetch
+    assert any("order sent by Ada" in e for e in entries)
+    assert any("data.json" in e for e in entries)

@@ -1,0 +1,154 @@
+"""Recordings to S3 (moto_server on loopback): batches readable while the
+session runs, metadata.json last, nothing lost when S3 goes away for 30 s."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from recordings import contiguous, custom, events_of, recording_browser, s3_batches
+from test_daemon import daemon
+from test_recording import drive
+
+from conftest import connected_page, eventually, make_config, running_worker, session_page
+from upstreams import FaultProxy, SecretsManager
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+SECRETS = ("hunter2-password", "fetch-secret-value", "cookie-secret-value")
+
+
+def s3_config(tmp_path: Path, endpoint: str = "", **fields: Any) -> Any:
+    return make_config(
+        tmp_path,
+        recording_storage="s3",
+        s3_endpoint_url=endpoint,
+        recording_batch_age_s=1.0,
+        **fields,
+    )
+
+
+async def test_batches_are_in_s3_before_the_session_stops_and_metadata_after(
+    tmp_path: Path, web: str, moto: SecretsManager
+) -> None:
+    bucket = moto.bucket()
+    async with running_worker(s3_config(tmp_path)) as worker:
+        browser_id = await recording_browser(worker, "s3rec", prefix="team/a", bucket=bucket)
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await drive(page, web)
+            folder = f"team/a/{started.session_id}/"
+            during = await eventually(lambda: _listed(moto, bucket, folder), timeout=15)
+            assert f"{folder}batch-1.ndjson.gz" in during
+            assert f"{folder}metadata.json" not in during
+        objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=20)
+        got = await worker.get(started.session_id, browser_id)
+    assert got.session_replay_artifact == f"s3://{bucket}/{folder}"
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    batches = s3_batches(objects)
+    events = events_of(batches)
+    assert contiguous(events) and meta["complete"] is True
+    assert meta["eventCount"] == len(events) == sum(b["eventCount"] for b in meta["batches"])
+    for entry, data in zip(meta["batches"], batches, strict=True):
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert any("order sent by Ada" in c["text"] for c in custom(events, "console"))
+    assert any("data.json" in n["url"] for n in custom(events, "network"))
+    everything = b"".join(objects.values()) + json.dumps(events).encode()
+    for secret in SECRETS:
+        assert secret.encode() not in everything
+
+
+async def test_s3_unreachable_for_30s_mid_session_loses_no_batch(
+    tmp_path: Path, web: str, moto: SecretsManager, s3_faults: FaultProxy
+) -> None:
+    bucket = moto.bucket()
+    config = s3_config(tmp_path, f"http://127.0.0.1:{s3_faults.port}")
+    async with running_worker(config) as worker:
+        browser_id = await recording_browser(worker, "faulty", bucket=bucket)
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            folder = f"runs/{started.session_id}/"
+            await drive(page, web)
+            await eventually(lambda: _listed(moto, bucket, folder), timeout=15)
+            for mode in ("refuse", "stall"):  # 15 s of resets, 15 s of silence
+                s3_faults.set(mode)
+                for i in range(15):
+                    await page.evaluate(f"console.log('during outage {mode} {i}')")
+                    await asyncio.sleep(1)
+            spooled = list((config.spool_dir / started.session_id).glob("batch-*.ndjson.gz"))
+            assert spooled, "batches made during the outage wait in the spool"
+            s3_faults.set("pass")
+        objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=60)
+        retries = worker.server.metrics.recording_retries
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    events = events_of(s3_batches(objects))
+    assert contiguous(events) and meta["complete"] is True
+    assert len(meta["batches"]) == len(s3_batches(objects)) >= 10
+    texts = {c["text"] for c in custom(events, "console")}
+    assert {f"during outage {m} {i}" for m in ("refuse", "stall") for i in range(15)} <= texts
+    assert sum(s.value for m in retries.collect() for s in m.samples) > 0
+    assert not moto.s3().list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def _listed(moto: SecretsManager, bucket: str, prefix: str) -> list[str]:
+    listed = moto.s3().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [o["Key"] for o in listed]
+
+
+def _finished(moto: SecretsManager, bucket: str, prefix: str) -> dict[str, bytes] | None:
+    if f"{prefix}metadata.json" not in _listed(moto, bucket, prefix):
+        return None
+    return moto.objects(bucket, prefix)
+
+
+async def test_a_killed_daemons_spool_is_uploaded_at_restart_and_marked_incomplete(
+    tmp_path: Path, web: str, moto: SecretsManager, s3_faults: FaultProxy
+) -> None:
+    bucket = moto.bucket()
+    state = tmp_path / "state"
+    env = {
+        "SANDBOX_RECORDING_STORAGE": "s3",
+        "SANDBOX_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_faults.port}",
+        "SANDBOX_RECORDING_BATCH_AGE_S": "1",
+    }
+    with daemon(state, env=env) as (proc, info):
+        channel = grpc.aio.insecure_channel(info["grpc"])
+        browsers = pb_grpc.BrowsersStub(channel)
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        worker = SimpleNamespace(browsers=browsers)
+        browser_id = await recording_browser(worker, "killed", bucket=bucket)
+        started = await sessions.StartBrowserSession(
+            pb.StartBrowserSessionRequest(browser_identifier=browser_id)
+        )
+        s3_faults.set("refuse")  # everything stays in the spool
+        async with connected_page(started) as page:
+            await drive(page, web)
+            spool = state / "spool" / started.session_id
+
+            async def two_batches_closed() -> bool:
+                await page.evaluate("console.log('while S3 is away')")
+                return len(list(spool.glob("batch-*.json"))) >= 2
+
+            await eventually(two_batches_closed, timeout=15)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        await channel.close()
+    s3_faults.set("pass")
+    folder = f"runs/{started.session_id}/"
+    with daemon(state, env=env):
+        objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=30)
+        assert not spool.exists()
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    events = events_of(s3_batches(objects))
+    assert meta["complete"] is False and meta["terminationReason"] == "WORKER_RESTARTED"
+    assert "the worker stopped" in meta["incompleteReasons"][0]
+    assert contiguous(events) and len(events) == meta["eventCount"] > 0
+    assert "Order form" in json.dumps(events)
