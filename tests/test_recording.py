@@ -13,6 +13,7 @@ from recordings import custom, events_of, local_batches, local_folder, recording
 
 from conftest import connected_page, eventually, make_config, running_worker, session_page
 from worker import cli
+from worker.pb import sandbox_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +100,36 @@ async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
     assert status == "saved: order 42 accepted"  # the DOM after the click and the fetch
     assert any("order sent by Ada" in e for e in entries)
     assert any("data.json" in e for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("flavour", "warm"),
+    [("headless-shell", False), ("chromium", True), ("headless-shell", True)],
+)
+async def test_both_flavours_record_cold_and_warm_browsers(
+    tmp_path: Path, web: str, flavour: str, warm: bool
+) -> None:
+    fields: dict[str, Any] = {"warm_pool": (f"{flavour}=1",)} if warm else {}
+    async with running_worker(make_config(tmp_path, **fields)) as worker:
+        manager = worker.server.manager
+        assert manager is not None
+        warm_ids = []
+        if warm:
+            idle = await eventually(lambda: manager.pool.idle[flavour], timeout=30)
+            warm_ids = [idle[0].session_id]
+        pb_flavour = pb.HEADLESS_SHELL if flavour == "headless-shell" else pb.CHROMIUM
+        browser_id = await recording_browser(worker, "flavoured", flavour=pb_flavour)
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await page.goto(f"{web}/record.html")
+            await page.fill("#name", "Grace")
+            await page.click("#go")
+            await page.wait_for_function("document.querySelector('#status').textContent != 'idle'")
+            await page.wait_for_timeout(400)
+        folder = local_folder(worker, started.session_id)
+        meta = await eventually(lambda: _metadata(folder), timeout=20)
+    assert warm_ids == ([started.session_id] if warm else [])  # the pooled browser served it
+    events = events_of(local_batches(folder))
+    assert meta["complete"] and [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    snapshots = [e for e in events if e["type"] == 2]
+    assert snapshots and "Order form" in json.dumps(snapshots)
+    assert any("order sent by Grace" in c["text"] for c in custom(events, "console"))

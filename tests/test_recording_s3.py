@@ -152,3 +152,45 @@ async def test_a_killed_daemons_spool_is_uploaded_at_restart_and_marked_incomple
     assert "the worker stopped" in meta["incompleteReasons"][0]
     assert contiguous(events) and len(events) == meta["eventCount"] > 0
     assert "Order form" in json.dumps(events)
+
+
+async def test_a_full_spool_drops_events_counts_them_and_marks_the_recording_incomplete(
+    tmp_path: Path, web: str, moto: SecretsManager, s3_faults: FaultProxy
+) -> None:
+    bucket = moto.bucket()
+    config = s3_config(tmp_path, f"http://127.0.0.1:{s3_faults.port}", recording_spool_max_mb=1)
+    async with running_worker(config) as worker:
+        browser_id = await recording_browser(worker, "small_spool", bucket=bucket)
+        s3_faults.set("refuse")
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await page.goto(f"{web}/record.html")
+            await page.wait_for_timeout(300)
+            for _ in range(6):  # ~3 MB of text that gzip cannot shrink much
+                await page.evaluate(NOISE)
+                await page.wait_for_timeout(300)
+            s3_faults.set("pass")
+        folder = f"runs/{started.session_id}/"
+        objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=60)
+        metrics = worker.server.metrics
+        dropped = metrics.recording_dropped.labels("spool")._value.get()
+        finished = metrics.recordings_finished.labels("false")._value.get()
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    assert meta["complete"] is False and meta["droppedEvents"] == dropped > 0
+    assert any("spool was full" in r for r in meta["incompleteReasons"])
+    assert finished == 1
+    events = events_of(s3_batches(objects))
+    assert events and len(events) == meta["eventCount"]  # what was kept is whole
+
+
+NOISE = """
+(() => {
+  const p = document.createElement("p");
+  let text = "";
+  for (let i = 0; i < 6; i++) {
+    const bytes = crypto.getRandomValues(new Uint8Array(65536));
+    text += btoa(String.fromCharCode(...bytes));
+  }
+  p.textContent = text;
+  document.body.appendChild(p);
+})()
+"""

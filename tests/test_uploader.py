@@ -121,4 +121,3 @@ async def test_restart_aborts_a_multipart_upload_a_killed_daemon_left(
     assert not uploads(s3, bucket)
     assert s3.head_object(Bucket=bucket, Key="p/s1/metadata.json")
     assert not directory.exists()
-
