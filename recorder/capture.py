@@ -138,7 +138,10 @@ class Capture:
         info = params.get("targetInfo") or {}
         send = self._conn.send
         if info.get("type") not in RECORDED_TYPES:
-            send("Runtime.runIfWaitingForDebugger", None, session_id, _ignore)
+            # Not ours to record (a client's browser-target session shows up
+            # here too): only release it if it waits for us.
+            if params.get("waitingForDebugger"):
+                send("Runtime.runIfWaitingForDebugger", None, session_id, _ignore)
             return
         self.targets[session_id] = info
         if info.get("type") == "page":

@@ -20,11 +20,14 @@ def iso(ms: float) -> str:
 
 
 def gaps(batches: list[BatchInfo]) -> list[tuple[int, int]]:
-    """Sequence ranges missing between batches (first..last, inclusive)."""
+    """Sequence ranges missing between batches (first..last, inclusive), or
+    inside one (fewer events than its range: the range is named whole)."""
     missing, expected = [], 1
     for info in batches:
         if info.first_seq > expected:
             missing.append((expected, info.first_seq - 1))
+        if info.event_count and info.last_seq - info.first_seq + 1 != info.event_count:
+            missing.append((info.first_seq, info.last_seq))
         expected = max(expected, info.last_seq + 1)
     return missing
 

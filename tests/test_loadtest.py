@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,17 @@ def test_refused_starts_are_counted_by_code(tmp_path: Path) -> None:
     assert result["sessions"] == 6
     assert result["failures"].get("RESOURCE_EXHAUSTED", 0) >= 1
     assert result["succeeded"] + sum(result["failures"].values()) == 6
+
+
+def test_a_recorded_load_run_finishes_a_recording_per_session(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with daemon(state, "--max-sessions", "2") as (_, info):
+        result = loadtest(info, tmp_path, "--sessions", "4", "--record", "loadbucket")
+        folder = state / "recordings" / "loadbucket" / "loadtest"
+        deadline = time.monotonic() + 20
+        while len(list(folder.glob("*/metadata.json"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        again = loadtest(info, tmp_path, "--sessions", "1", "--record", "loadbucket")
+    assert result["succeeded"] == 4 and again["succeeded"] == 1
+    metadata = [json.loads(p.read_text()) for p in folder.glob("*/metadata.json")]
+    assert len(metadata) >= 4 and all(m["complete"] and m["eventCount"] for m in metadata)

@@ -112,7 +112,9 @@ def test_metadata_says_incomplete_when_sequence_numbers_are_missing() -> None:
     end = {"endTime": 5000.0, "reason": "STOPPED", "incompleteReasons": []}
     whole = [BatchInfo(1, 2, first_seq=1, last_seq=2), BatchInfo(2, 3, first_seq=3, last_seq=5)]
     holed = [whole[0], BatchInfo(3, 2, first_seq=7, last_seq=8)]
+    inside = [whole[0], BatchInfo(2, 2, first_seq=3, last_seq=9)]
     assert metadata.build(facts, end, whole)["complete"] is True
     meta = metadata.build(facts, end, holed)
     assert meta["complete"] is False and "(3, 6)" in meta["incompleteReasons"][0]
     assert meta["durationMs"] == 4000 and meta["eventCount"] == 4
+    assert "(3, 9)" in metadata.build(facts, end, inside)["incompleteReasons"][0]

@@ -244,6 +244,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         browser_id=args.browser,
         metrics_url=args.metrics,
         progress=not args.quiet,
+        record_bucket=args.record,
     )
     if options.concurrency < 1 or options.duration_s <= 0:
         raise ConfigError("--concurrency and --duration: must be positive")
@@ -427,6 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--out", default="", metavar="FILE.json", help="full report with timeline")
     load.add_argument("--chart", default="", metavar="FILE.png", help="latency and throughput")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--record", default="", metavar="BUCKET", help="record every session")
     load.set_defaults(run=_loadtest)
     return parser
 

@@ -51,6 +51,9 @@ class Options:
     browser_id: str = ""
     metrics_url: str = ""  # the worker's /metrics, for its CPU and memory
     progress: bool = True
+    # Record every session to this bucket (a browser "loadtest_recorded" is
+    # created on the worker, or reused): the scenario with recording.
+    record_bucket: str = ""
 
 
 @dataclasses.dataclass
@@ -216,6 +219,39 @@ class Progress:
         sys.stderr.flush()
 
 
+RECORDED_BROWSER = "loadtest_recorded"
+
+
+async def recording_browser(channel: Any, bucket: str) -> str:
+    """The worker's browser that records to `bucket`, created on first use."""
+    browsers = pb_grpc.BrowsersStub(channel)
+    recording = pb.RecordingConfig(
+        enabled=True, s3_location=pb.S3Location(bucket=bucket, prefix="loadtest")
+    )
+    try:
+        created = await browsers.CreateBrowser(
+            pb.CreateBrowserRequest(name=RECORDED_BROWSER, recording=recording)
+        )
+        return str(created.browser_id)
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    token = ""
+    for _ in range(100):  # at most 10,000 browsers
+        page = await browsers.ListBrowsers(
+            pb.ListBrowsersRequest(max_results=100, next_token=token)
+        )
+        for browser in page.browsers:
+            if browser.name == RECORDED_BROWSER:
+                if browser.recording.s3_location.bucket != bucket:
+                    raise ValueError(f"record bucket: {RECORDED_BROWSER} records to another bucket")
+                return str(browser.browser_id)
+        token = page.next_token
+        if not token:
+            break
+    raise ValueError(f"record bucket: no browser named {RECORDED_BROWSER}")
+
+
 async def run(options: Options, on_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the load; returns the report."""
     with contextlib.ExitStack() as stack:
@@ -243,6 +279,9 @@ async def _run(options: Options, url: str, on_done: Callable[[int], None] | None
 
     async with grpc.aio.insecure_channel(options.target) as channel:
         sessions = pb_grpc.BrowserSessionsStub(channel)
+        if options.record_bucket:
+            browser_id = await recording_browser(channel, options.record_bucket)
+            options = dataclasses.replace(options, browser_id=browser_id)
         await asyncio.gather(*(client(sessions) for _ in range(options.concurrency)))
     elapsed = time.monotonic() - began
     progress.update(len(outcomes), sum(1 for o in outcomes if o.error), final=True)
