@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,33 @@ def daemon(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         reaper.kill_referencing(state.resolve())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto(scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto_server (S3, STS, Secrets Manager) on loopback, in its own group."""
+    port = free_port()
+    log = open(scratch / "moto.log", "wb")  # noqa: SIM115 - lives as long as moto
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
 
 
 def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:

@@ -20,10 +20,7 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,37 +28,11 @@ from typing import Any
 
 import boto3
 
-from common import write_results
+from common import start_moto, write_results
 from recorder.batch import BatchInfo, BatchWriter
 from recorder.sink import S3Sink
 from recorder.spool import Meter, write_session
 from recorder.uploader import Uploader
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_moto(scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = open(scratch / "moto.log", "wb")  # noqa: SIM115 - lives as long as moto
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
 
 
 def make_batches(directory: Path, count: int) -> list[BatchInfo]:

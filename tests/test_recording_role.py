@@ -113,13 +113,15 @@ async def test_recordings_are_written_as_the_browsers_execution_role(
     assert "Order form" in json.dumps(events_of(s3_batches(objects)))
     assert refused == []  # the worker's own credentials may not write:
     with pytest.raises(ClientError, match="AccessDenied"):
-        boto3.client("s3", region_name="us-east-1").put_object(
+        boto3.Session().client("s3", region_name="us-east-1").put_object(
             Bucket="tenant-recordings", Key="x", Body=b"x"
         )
 
 
 def _as_role(endpoint: str, role_arn: str) -> Any:
-    sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1")  # as the worker
+    # A new session: boto3's default one keeps the credentials it first saw.
+    worker_session = boto3.Session()
+    sts = worker_session.client("sts", endpoint_url=endpoint, region_name="us-east-1")
     creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"]
     return boto3.client(
         "s3",
