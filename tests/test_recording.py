@@ -33,16 +33,22 @@ async def drive(page: Any, web: str) -> None:
     await page.wait_for_timeout(400)  # past the recorder's start after load
 
 
+async def recorded_drive(worker: Any, name: str, web: str) -> tuple[Any, Path, dict[str, Any]]:
+    """A recorded session driven by `drive` and stopped: (Start's answer, the
+    recording's folder, its metadata once written)."""
+    browser_id = await recording_browser(worker, name)
+    async with session_page(worker, browser_identifier=browser_id) as (page, started):
+        await drive(page, web)
+    folder = local_folder(worker, started.session_id)
+    return started, folder, await eventually(lambda: _metadata(folder), timeout=20)
+
+
 async def test_local_recording_holds_dom_input_console_network_and_both_tabs(
     tmp_path: Path, web: str
 ) -> None:
     async with running_worker(make_config(tmp_path)) as worker:
-        browser_id = await recording_browser(worker, "rec")
-        async with session_page(worker, browser_identifier=browser_id) as (page, started):
-            await drive(page, web)
-        folder = local_folder(worker, started.session_id)
-        meta = await eventually(lambda: _metadata(folder), timeout=20)
-        got = await worker.get(started.session_id, browser_id)
+        started, folder, meta = await recorded_drive(worker, "rec", web)
+        got = await worker.get(started.session_id, started.browser_identifier)
     assert got.session_replay_artifact == folder.resolve().as_uri() + "/"
     events = events_of(local_batches(folder))
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -74,11 +80,7 @@ async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
     tmp_path: Path, web: str
 ) -> None:
     async with running_worker(make_config(tmp_path)) as worker:
-        browser_id = await recording_browser(worker, "replayed")
-        async with session_page(worker, browser_identifier=browser_id) as (page, started):
-            await drive(page, web)
-        folder = local_folder(worker, started.session_id)
-        await eventually(lambda: _metadata(folder), timeout=20)
+        started, _, _ = await recorded_drive(worker, "replayed", web)
         out = tmp_path / "viewer.html"
         argv = ["replay", started.session_id, "--state-dir", str(worker.config.state_dir)]
         assert await asyncio.to_thread(cli.main, [*argv, "--out", str(out)]) == 0
@@ -133,3 +135,25 @@ async def test_both_flavours_record_cold_and_warm_browsers(
     snapshots = [e for e in events if e["type"] == 2]
     assert snapshots and "Order form" in json.dumps(snapshots)
     assert any("order sent by Grace" in c["text"] for c in custom(events, "console"))
+
+
+async def test_an_out_of_process_iframe_is_recorded_through_its_parent(
+    tmp_path: Path, web: str
+) -> None:
+    async with running_worker(make_config(tmp_path)) as worker:
+        browser_id = await recording_browser(worker, "framed")
+        async with session_page(worker, browser_identifier=browser_id) as (page, started):
+            await page.goto(f"{web}/framed.html")
+            frame = page.frame_locator("#child")
+            await frame.locator("#inner").wait_for()
+            await page.wait_for_timeout(1200)  # both recorders started
+            await frame.locator("#more").click()
+            await page.wait_for_timeout(400)
+        folder = local_folder(worker, started.session_id)
+        await eventually(lambda: _metadata(folder), timeout=20)
+    events = events_of(local_batches(folder))
+    attached = [t for t in custom(events, "target") if t.get("type") == "iframe"]
+    assert attached, "the cross-site frame was attached as its own target"
+    text = json.dumps([e for e in events if e["type"] != 5])
+    assert "cross-site frame content" in text
+    assert "frame clicked" in text

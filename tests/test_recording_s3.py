@@ -19,6 +19,7 @@ from test_daemon import daemon
 from test_recording import drive
 
 from conftest import connected_page, eventually, make_config, running_worker, session_page
+from recorder import replay
 from upstreams import FaultProxy, SecretsManager
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
@@ -62,6 +63,8 @@ async def test_batches_are_in_s3_before_the_session_stops_and_metadata_after(
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert any("order sent by Ada" in c["text"] for c in custom(events, "console"))
     assert any("data.json" in n["url"] for n in custom(events, "network"))
+    meta_read, events_read = replay.load(f"s3://{bucket}/{folder}", moto.s3())
+    assert meta_read == meta and len(events_read) == len(events)
     everything = b"".join(objects.values()) + json.dumps(events).encode()
     for secret in SECRETS:
         assert secret.encode() not in everything
