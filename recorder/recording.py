@@ -140,7 +140,11 @@ class Recording:
             with contextlib.suppress(Exception):
                 await capture.flush_pages(1.0)
         if self._loop_task is not None:
-            self._loop_task.cancel()
+            # Under the lock: a drain in progress has its write running in a
+            # thread, which a cancel would not stop; two writers would then
+            # interleave in one gzip stream.
+            async with self._lock:
+                self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
         if capture is not None:

@@ -75,7 +75,7 @@ async def test_a_pooled_browser_serves_one_session_and_goes_with_it(
     await pooled.stop(started.session_id)
     state = pooled.config.state_dir
     await eventually(lambda: not session_processes(state, warm.session_id), timeout=10)
-    assert not (pooled.config.sessions_dir / warm.session_id).exists()
+    await eventually(lambda: not (pooled.config.sessions_dir / warm.session_id).exists(), 10)
     second = await pooled.start()
     assert second.session_id != warm.session_id
 

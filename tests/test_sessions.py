@@ -285,6 +285,7 @@ async def test_ended_sessions_leave_no_open_file_descriptor(worker: RunningWorke
     warm = await worker.start()  # first use opens pools and caches that stay
     await booted(worker, warm.session_id)
     await worker.stop(warm.session_id)
+    await assert_gone(worker, warm.session_id)  # Stop returns before the clean-up ends
     before = open_fds()
     stopped = await worker.start()
     crashed = await worker.start()

@@ -466,7 +466,7 @@ class SessionManager:
         record = self.find(browser_id, session_id)
         live = self.live.get(session_id)
         if live is not None:
-            await live.close(STOPPED)
+            await live.stop(STOPPED)
         return record
 
     def update_stream(self, browser_id: str, session_id: str, status: str) -> SessionRecord:

@@ -84,6 +84,7 @@ class Session:
         self.ready: asyncio.Future[str] | None = None  # resolves to a spare browser session
         self._timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._down = asyncio.Event()  # the browser has exited (close under way)
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
 
     @property
@@ -306,6 +307,21 @@ class Session:
         assert self._close_task is not None
         await asyncio.shield(self._close_task)
 
+    async def stop(self, reason: str) -> None:
+        """End the session, returning once its browser is gone: the clean-up
+        of its directories (and of helpers that outlived the browser) goes
+        on in the close task, off the caller's path. Shutdown still waits
+        for whole closes (`close`)."""
+        self.close_soon(reason)
+        assert self._close_task is not None
+        down = asyncio.ensure_future(self._down.wait())
+        try:
+            await asyncio.wait({down, self._close_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if self._close_task.done():
+            self._close_task.result()  # a close that failed says so
+
     async def _close(self, reason: str) -> None:
         started = time.perf_counter()
         self._evict(self)
@@ -327,6 +343,7 @@ class Session:
             if self.process is not None:
                 await self.process.terminate(self._config.kill_timeout_s)
         finally:
+            self._down.set()
             if self.proxy_port and self._relay is not None:
                 # After the browser is gone: no request can start in between.
                 traffic = await self._relay.close(self.session_id)
