@@ -57,6 +57,7 @@ def daemon(
         "--grpc-listen", "127.0.0.1:0",
         "--automation-listen", "127.0.0.1:0",
         "--metrics-listen", "127.0.0.1:0",
+        "--http-api-listen", "127.0.0.1:0",
         "--ready-file", str(ready),
         "--log-level", "warning",
         "--max-sessions", "2",

@@ -83,6 +83,7 @@ def make_config(tmp_path: Path, **fields: Any) -> Config:
         "grpc_listen": "127.0.0.1:0",
         "automation_listen": "127.0.0.1:0",
         "metrics_listen": "127.0.0.1:0",
+        "http_api_listen": "127.0.0.1:0",
         "max_sessions": 3,
         "drain_timeout_s": 5.0,
     }

@@ -27,6 +27,7 @@ def serve_argv(state_dir: Path, *flags: str) -> list[str]:
         "--grpc-listen", "127.0.0.1:0",
         "--automation-listen", "127.0.0.1:0",
         "--metrics-listen", "127.0.0.1:0",
+        "--http-api-listen", "127.0.0.1:0",
         *flags,
     ]  # fmt: skip
 

@@ -61,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_listen=args.grpc_listen,
         automation_listen=args.automation_listen,
         metrics_listen=args.metrics_listen,
+        http_api_listen=args.http_api_listen,
         warm_pool=tuple(args.warm_pool) if args.warm_pool else None,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
@@ -336,6 +337,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-listen", metavar="HOST:PORT")
     serve.add_argument("--automation-listen", metavar="HOST:PORT")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="'' to disable /metrics")
+    serve.add_argument(
+        "--http-api-listen", metavar="HOST:PORT", help="the hosted API over HTTP; '' to disable"
+    )
     serve.add_argument("--public-automation-url", metavar="URL")
     serve.add_argument("--max-sessions", type=int)
     serve.add_argument(

@@ -109,6 +109,13 @@ class Config:
     # default, which honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
     s3_endpoint_url: str = ""
     sts_endpoint_url: str = ""
+    # The hosted API over HTTP (for boto3's bedrock-agentcore clients);
+    # empty: not served. Requests must carry a SigV4 signature made with a
+    # key in http_api_keys_file (a JSON object: access key id -> secret),
+    # unless http_api_auth is "none" (for local use only).
+    http_api_listen: str = "127.0.0.1:8090"
+    http_api_auth: str = "sigv4"
+    http_api_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -142,6 +149,8 @@ class Config:
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if self.http_api_auth not in ("sigv4", "none"):
+            raise ConfigError("http_api_auth: must be 'sigv4' or 'none'")
         if self.recording_storage not in ("local", "s3"):
             raise ConfigError("recording_storage: must be 'local' or 's3'")
         if self.recording_part_bytes < 5 * 1024 * 1024:

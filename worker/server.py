@@ -29,9 +29,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worker import ids
+from worker import ids, sigv4
 from worker.automation import AutomationServer
 from worker.config import Config, ConfigError
+from worker.hosted_api import HostedAPI
 from worker.manager import SessionManager
 from worker.metrics import Metrics, State
 from worker.model import WORKER_RESTARTED
@@ -72,6 +73,8 @@ class WorkerServer:
         self.relay: RelayControl | None = None
         self.metrics = Metrics()
         self.metrics_port = 0
+        self.http_api_port = 0
+        self._http_api: HostedAPI | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._stopped = False
@@ -102,10 +105,10 @@ class WorkerServer:
         public = config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
 
         server = grpc.aio.server()
-        pb_grpc.add_BrowsersServicer_to_server(BrowsersServicer(self.manager), server)
-        pb_grpc.add_BrowserSessionsServicer_to_server(
-            SessionsServicer(self.manager, public), server
-        )
+        browsers = BrowsersServicer(self.manager)
+        sessions = SessionsServicer(self.manager, public)
+        pb_grpc.add_BrowsersServicer_to_server(browsers, server)
+        pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
         pb_grpc.add_WorkerServicer_to_server(WorkerServicer(self.manager, self.worker_id), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -120,6 +123,7 @@ class WorkerServer:
             raise ConfigError(f"grpc_listen: cannot listen on {config.grpc_listen}")
         await server.start()
         self._grpc = server
+        await self._serve_http_api(browsers, sessions)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         self._write_ready_file(public)
@@ -163,6 +167,25 @@ class WorkerServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
+    async def _serve_http_api(self, browsers: BrowsersServicer, sessions: SessionsServicer) -> None:
+        """The hosted API over HTTP, on the same servicers as gRPC."""
+        config = self.config
+        if not config.http_api_listen:
+            return
+        keys: dict[str, str] | None = None
+        if config.http_api_auth == "sigv4":
+            keys = {}
+            if config.http_api_keys_file is not None:
+                try:
+                    keys = sigv4.load_keys(config.http_api_keys_file)
+                except ValueError as err:
+                    raise ConfigError(f"http_api_keys_file: {err}") from None
+            if not keys:
+                log.warning("http_api.no_keys", detail="every request will be refused")
+        host, port = split_host_port(config.http_api_listen, "http_api_listen")
+        self._http_api = HostedAPI(browsers, sessions, keys)
+        self.http_api_port = await self._http_api.start(host, port)
+
     def _write_ready_file(self, public: str) -> None:
         if self.config.ready_file is None:
             return
@@ -174,6 +197,7 @@ class WorkerServer:
             "pid": os.getpid(),
             "relay_pid": self.relay.pid if self.relay else 0,
             "metrics_port": self.metrics_port,
+            "http_api_port": self.http_api_port,
             "worker_id": self.worker_id,
         }
         tmp = self.config.ready_file.with_suffix(".tmp")
@@ -198,6 +222,8 @@ class WorkerServer:
             await self.relay.stop()  # after the sessions: their listeners are closed
         with contextlib.suppress(OSError):  # the sessions' TMPDIR root, if empty
             self.config.session_tmp_root.rmdir()
+        if self._http_api is not None:
+            await self._http_api.stop()
         if self._automation is not None:
             await self._automation.stop()
         if self._grpc is not None:

@@ -1,0 +1,439 @@
+"""The HTTP front end: the hosted browser API's paths, JSON shapes, status
+codes and errors, so `boto3.client("bedrock-agentcore", endpoint_url=...)`
+and `boto3.client("bedrock-agentcore-control", endpoint_url=...)` work
+against this worker unchanged.
+
+There is one implementation: each operation becomes the gRPC request
+message (the proto mirrors the hosted JSON names, so `ParseDict` maps
+camelCase to fields) and goes through the same servicer as gRPC calls,
+validation and errors included. Only the shapes of answers and errors are
+translated here. botocore's service model is the contract; the tests use
+stock boto3 clients.
+
+Requests are checked with SigV4 against access keys the worker is given
+(`http_api_keys_file`), unless `http_api_auth` is "none" (local use).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode
+
+import grpc
+import structlog
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+
+from worker import sigv4
+from worker.pb import sandbox_pb2 as pb
+
+log = structlog.get_logger(__name__)
+
+SERVICE = "bedrock-agentcore"  # both planes sign with this name
+MAX_BODY = 1024 * 1024
+
+# gRPC status -> (HTTP status, the hosted API's error code)
+ERRORS: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "ValidationException"),
+    grpc.StatusCode.NOT_FOUND: (404, "ResourceNotFoundException"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "ConflictException"),
+    grpc.StatusCode.FAILED_PRECONDITION: (409, "ConflictException"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (402, "ServiceQuotaExceededException"),
+    grpc.StatusCode.UNAVAILABLE: (503, "ServiceUnavailableException"),
+    grpc.StatusCode.INTERNAL: (500, "InternalServerException"),
+}
+
+# Hosted features this worker does not have: refused by name, not ignored.
+UNSUPPORTED = (
+    "extensions",
+    "profileConfiguration",
+    "enterprisePolicies",
+    "filesystemConfigurations",
+    "browserSigning",
+)
+
+
+class Refused(Exception):
+    """An answer other than success, in the hosted API's terms."""
+
+    def __init__(self, status: int, code: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    @classmethod
+    def invalid(cls, field: str, reason: str) -> Refused:
+        return cls(400, "ValidationException", f"{field}: {reason}", field)
+
+
+class _Context:
+    """What the servicer needs of a gRPC context."""
+
+    def __init__(self, request_id: str) -> None:
+        self._metadata = (("x-request-id", request_id),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        status, name = ERRORS.get(code, (500, "InternalServerException"))
+        field = details.split(":", 1)[0] if status == 400 and ":" in details else ""
+        raise Refused(status, name, _camel_message(details), _camel(field))
+
+
+@dataclass
+class Call:
+    """One request, as an operation sees it."""
+
+    path: dict[str, str]
+    query: dict[str, str]
+    body: dict[str, Any]
+    context: _Context
+
+
+Operation = Callable[["HostedAPI", Call], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+class HostedAPI:
+    def __init__(
+        self,
+        browsers: Any,
+        sessions: Any,
+        keys: dict[str, str] | None,
+    ) -> None:
+        self.browsers = browsers  # the gRPC servicers, called in-process
+        self.sessions = sessions
+        self._keys = keys  # None: no signature required
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        request_id = request.headers.get("x-amzn-requestid") or secrets.token_hex(8)
+        try:
+            body = await request.read()
+            self._authenticate(request, body)
+            operation, path = _route(request.method, request.path)
+            call = Call(path, _query(request.query_string), _json(body), _Context(request_id))
+            status, answer = await operation(self, call)
+            return _respond(status, answer, request_id)
+        except Refused as refusal:
+            return _error(refusal, request_id)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(Refused(413, "ValidationException", "the body is too large"), request_id)
+        except Exception:
+            log.exception("http_api.internal_error")
+            return _error(Refused(500, "InternalServerException", "internal error"), request_id)
+
+    def _authenticate(self, request: web.Request, body: bytes) -> None:
+        if self._keys is None:
+            return
+        if not self._keys:
+            raise Refused(
+                403,
+                "AccessDeniedException",
+                "no access keys are configured on this worker (http_api_keys_file)",
+            )
+        url = f"http://{request.host}{request.raw_path}"
+        try:
+            sigv4.verify(request.method, url, request.headers, body, self._keys, SERVICE)
+        except sigv4.SignatureError as err:
+            log.info("http_api.unauthenticated", reason=str(err))
+            raise Refused(403, "AccessDeniedException", str(err)) from None
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _route(method: str, path: str) -> tuple[Operation, dict[str, str]]:
+    for verb, pattern, operation in ROUTES:
+        if verb == method and (match := pattern.fullmatch(path)):
+            return operation, {k: unquote(v) for k, v in match.groupdict().items()}
+    raise Refused(404, "ResourceNotFoundException", f"no operation for {method} {path}")
+
+
+def _query(raw: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise Refused(400, "ValidationException", "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "ValidationException", "the body must be a JSON object")
+    return data
+
+
+def _message(cls: Any, values: dict[str, Any]) -> Any:
+    for name in UNSUPPORTED:
+        if name in values:
+            raise Refused.invalid(name, "is not supported by this worker")
+    try:
+        return ParseDict(values, cls(), ignore_unknown_fields=True)
+    except ParseError as err:
+        raise Refused(400, "ValidationException", _parse_error(str(err))) from None
+
+
+def _int(query: dict[str, str], name: str) -> int | None:
+    if name not in query:
+        return None
+    try:
+        return int(query[name])
+    except ValueError:
+        raise Refused.invalid(name, "must be an integer") from None
+
+
+# ---------------------------------------------------------------- answers
+
+
+def _respond(status: int, answer: dict[str, Any], request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(answer).encode(),
+        content_type="application/json",
+        headers={"x-amzn-RequestId": request_id},
+    )
+
+
+def _error(refusal: Refused, request_id: str) -> web.Response:
+    body: dict[str, Any] = {"message": refusal.message}
+    if refusal.code == "ValidationException":
+        body["reason"] = "FieldValidationFailed" if refusal.field else "CannotParse"
+        if refusal.field:
+            reason = refusal.message.split(": ", 1)[-1]
+            body["fieldList"] = [{"name": refusal.field, "message": reason}]
+    return web.Response(
+        status=refusal.status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers={"x-amzn-ErrorType": refusal.code, "x-amzn-RequestId": request_id},
+    )
+
+
+def _time(ts: Any) -> str:
+    return str(ts.ToJsonString())
+
+
+def _plain(message: Any) -> Any:
+    return MessageToDict(message)
+
+
+def session_json(s: Any, token: str = "") -> dict[str, Any]:
+    endpoint = s.streams.automation_stream.stream_endpoint
+    if token:
+        # boto3 drops members its model does not have: the only way to hand
+        # a stock client the endpoint's token is inside the endpoint URL.
+        endpoint += "?" + urlencode({"token": token})
+    answer: dict[str, Any] = {
+        "browserIdentifier": s.browser_identifier,
+        "sessionId": s.session_id,
+        "name": s.name,
+        "createdAt": _time(s.created_at),
+        "lastUpdatedAt": _time(s.last_updated_at),
+        "viewPort": {"width": s.view_port.width, "height": s.view_port.height},
+        "sessionTimeoutSeconds": s.session_timeout_seconds,
+        "status": pb.SessionStatus.Name(s.status),
+        "streams": {
+            "automationStream": {
+                "streamEndpoint": endpoint,
+                "streamStatus": pb.StreamStatus.Name(s.streams.automation_stream.stream_status),
+            }
+        },
+    }
+    if s.HasField("proxy_configuration"):
+        answer["proxyConfiguration"] = _plain(s.proxy_configuration)
+    if s.certificates:
+        answer["certificates"] = [_plain(c) for c in s.certificates]
+    if s.session_replay_artifact:
+        answer["sessionReplayArtifact"] = s.session_replay_artifact
+    return answer
+
+
+BROWSER_STATUS = {pb.BROWSER_READY: "READY", pb.BROWSER_DELETED: "DELETED"}
+
+
+def browser_json(b: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "browserId": b.browser_id,
+        "browserArn": b.browser_arn,
+        "name": b.name,
+        "description": b.description,
+        "networkConfiguration": {"networkMode": "PUBLIC"},
+        "recording": {
+            "enabled": b.recording.enabled,
+            "s3Location": {
+                "bucket": b.recording.s3_location.bucket,
+                "prefix": b.recording.s3_location.prefix,
+            },
+        },
+        "status": BROWSER_STATUS.get(b.status, "READY"),
+        "createdAt": _time(b.created_at),
+        "lastUpdatedAt": _time(b.last_updated_at),
+    }
+    if b.execution_role_arn:
+        answer["executionRoleArn"] = b.execution_role_arn
+    if b.certificates:
+        answer["certificates"] = [_plain(c) for c in b.certificates]
+    return answer
+
+
+# ---------------------------------------------------------------- operations
+
+
+async def start_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = {**call.body, "browserIdentifier": call.path["browser"]}
+    request = _message(pb.StartBrowserSessionRequest, values)
+    s = await api.sessions.StartBrowserSession(request, call.context)
+    full = session_json(s, s.streams.automation_stream.token)
+    keys = ("browserIdentifier", "sessionId", "createdAt", "streams")
+    return 200, {k: full[k] for k in keys}
+
+
+async def get_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.GetBrowserSessionRequest(
+        browser_identifier=call.path["browser"], session_id=call.query.get("sessionId", "")
+    )
+    return 200, session_json(await api.sessions.GetBrowserSession(request, call.context))
+
+
+async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = {**call.body, "browserIdentifier": call.path["browser"]}
+    request = _message(pb.ListBrowserSessionsRequest, values)
+    page = await api.sessions.ListBrowserSessions(request, call.context)
+    keys = ("browserIdentifier", "sessionId", "name", "status", "createdAt", "lastUpdatedAt")
+    items = [{k: v for k, v in session_json(s).items() if k in keys} for s in page.items]
+    answer: dict[str, Any] = {"items": items}
+    if page.next_token:
+        answer["nextToken"] = page.next_token
+    return 200, answer
+
+
+async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.StopBrowserSessionRequest(
+        browser_identifier=call.path["browser"],
+        session_id=call.query.get("sessionId", ""),
+        client_token=str(call.body.get("clientToken", "")),
+    )
+    s = await api.sessions.StopBrowserSession(request, call.context)
+    full = session_json(s)
+    return 200, {k: full[k] for k in ("browserIdentifier", "sessionId", "lastUpdatedAt")}
+
+
+async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = {
+        **call.body,
+        "browserIdentifier": call.path["browser"],
+        "sessionId": call.query.get("sessionId", ""),
+    }
+    request = _message(pb.UpdateBrowserStreamRequest, values)
+    s = await api.sessions.UpdateBrowserStream(request, call.context)
+    full = session_json(s)
+    answer = {k: full[k] for k in ("browserIdentifier", "sessionId", "streams")}
+    answer["updatedAt"] = full["lastUpdatedAt"]
+    return 200, answer
+
+
+async def create_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = dict(call.body)
+    network = values.pop("networkConfiguration", None)
+    mode = (network or {}).get("networkMode") if isinstance(network, dict) else None
+    if mode != "PUBLIC":
+        raise Refused.invalid(
+            "networkConfiguration.networkMode", "must be PUBLIC (VPC mode is not supported)"
+        )
+    values.pop("tags", None)  # accepted, not kept
+    request = _message(pb.CreateBrowserRequest, values)
+    b = await api.browsers.CreateBrowser(request, call.context)
+    full = browser_json(b)
+    full["status"] = "READY"  # created synchronously: never CREATING
+    return 202, {k: full[k] for k in ("browserId", "browserArn", "createdAt", "status")}
+
+
+async def get_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.GetBrowserRequest(browser_id=call.path["browser"])
+    return 200, browser_json(await api.browsers.GetBrowser(request, call.context))
+
+
+async def list_browsers(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.ListBrowsersRequest(
+        max_results=_int(call.query, "maxResults") or 0,
+        next_token=call.query.get("nextToken", ""),
+    )
+    page = await api.browsers.ListBrowsers(request, call.context)
+    keys = {"browserId", "browserArn", "name", "description", "status", "createdAt"}
+    keys.add("lastUpdatedAt")
+    summaries = [{k: v for k, v in browser_json(b).items() if k in keys} for b in page.browsers]
+    answer: dict[str, Any] = {"browserSummaries": summaries}
+    if page.next_token:
+        answer["nextToken"] = page.next_token
+    return 200, answer
+
+
+async def delete_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.DeleteBrowserRequest(
+        browser_id=call.path["browser"], client_token=call.query.get("clientToken", "")
+    )
+    full = browser_json(await api.browsers.DeleteBrowser(request, call.context))
+    return 202, {k: full[k] for k in ("browserId", "status", "lastUpdatedAt")}
+
+
+_SESSIONS = r"/browsers/(?P<browser>[^/]+)/sessions"
+ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [
+    ("PUT", re.compile(_SESSIONS + "/start"), start_session),
+    ("GET", re.compile(_SESSIONS + "/get"), get_session),
+    ("POST", re.compile(_SESSIONS + "/list"), list_sessions),
+    ("PUT", re.compile(_SESSIONS + "/stop"), stop_session),
+    ("PUT", re.compile(_SESSIONS + "/streams/update"), update_stream),
+    ("PUT", re.compile("/browsers"), create_browser),
+    ("POST", re.compile("/browsers"), list_browsers),
+    ("GET", re.compile("/browsers/(?P<browser>[^/]+)"), get_browser),
+    ("DELETE", re.compile("/browsers/(?P<browser>[^/]+)"), delete_browser),
+]
+
+
+# ---------------------------------------------------------------- names
+
+
+def _camel(field: str) -> str:
+    """A proto field path (`view_port.width`) in the hosted JSON's terms."""
+    parts = []
+    for part in field.split("."):
+        head, bracket, rest = part.partition("[")
+        words = head.split("_")
+        parts.append(words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:]) + bracket + rest)
+    return ".".join(parts)
+
+
+def _camel_message(details: str) -> str:
+    field, sep, reason = details.partition(": ")
+    if not sep or " " in field:
+        return details
+    return f"{_camel(field)}: {reason}"
+
+
+def _parse_error(text: str) -> str:
+    # protobuf's messages name the field and the JSON value; keep them short.
+    return re.sub(r"\s+", " ", text)[:300]

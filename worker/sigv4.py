@@ -1,0 +1,101 @@
+"""Checking AWS Signature Version 4 on requests to the HTTP front end, so the
+stock SDKs (boto3, the AWS CLI) authenticate with keys the worker knows.
+
+The canonical request is rebuilt from what arrived, restricted to the headers
+the client says it signed, and signed again with botocore's own signer: the
+two sides then cannot disagree about encoding rules. The comparison is
+constant-time; a request older or newer than `max_skew_s` is refused, like
+AWS does, so a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+
+
+class SignatureError(Exception):
+    """The request is not signed, or not signed by a key this worker knows."""
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    """Access key id -> secret key, from a JSON object in a file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read access keys from {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in data.items()
+    ):
+        raise ValueError(f"{path}: must be a JSON object of access key id -> secret key")
+    return dict(data)
+
+
+def verify(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Mapping[str, str],
+    service: str,
+    max_skew_s: float = 900.0,
+) -> str:
+    """Check a request's signature; returns the access key id that signed it."""
+    header = headers.get("Authorization", "")
+    algorithm, _, fields = header.partition(" ")
+    if algorithm != ALGORITHM:
+        raise SignatureError("the request is not signed with AWS Signature Version 4")
+    parts = dict(p.strip().split("=", 1) for p in fields.split(",") if "=" in p)
+    try:
+        credential, signed, signature = (
+            parts["Credential"],
+            parts["SignedHeaders"],
+            parts["Signature"],
+        )
+        key_id, day, region, signed_service, terminator = credential.split("/")
+    except (KeyError, ValueError):
+        raise SignatureError("the Authorization header is malformed") from None
+    secret = keys.get(key_id)
+    if secret is None:
+        raise SignatureError("the access key id is not known to this worker")
+    if signed_service != service or terminator != "aws4_request":
+        raise SignatureError(f"the request is not signed for the service '{service}'")
+    stamp = headers.get("X-Amz-Date", "")
+    _check_time(stamp, day, max_skew_s)
+    names = signed.split(";")
+    if "host" not in names:
+        raise SignatureError("the Host header must be signed")
+    request = AWSRequest(
+        method=method,
+        url=url,
+        data=body,
+        headers={name: headers.get(name, "") for name in names},
+    )
+    request.context["timestamp"] = stamp
+    signer = SigV4Auth(Credentials(key_id, secret), signed_service, region)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, signature):
+        raise SignatureError("the request signature does not match")
+    return key_id
+
+
+def _check_time(stamp: str, day: str, max_skew_s: float) -> None:
+    try:
+        signed_at = calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        raise SignatureError("X-Amz-Date is missing or malformed") from None
+    if not stamp.startswith(day):
+        raise SignatureError("X-Amz-Date does not match the credential scope")
+    if abs(time.time() - signed_at) > max_skew_s:
+        raise SignatureError("the request was signed too long ago (or in the future)")
