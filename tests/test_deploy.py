@@ -96,6 +96,7 @@ def test_ports_probes_and_drain_match_the_daemon(rendered: list[dict[str, Any]])
         "grpc": listen_port(config, "grpc"),
         "automation": listen_port(config, "automation"),
         "metrics": listen_port(config, "metrics"),
+        "http-api": listen_port(config, "http_api"),
     }
     for env in container["env"]:
         if env["name"].startswith(ENV_PREFIX):
