@@ -106,6 +106,8 @@ async def test_stock_boto3_clients_run_a_session_end_to_end(
         certificates=[{"location": {"secretsManager": {"secretArn": "file:origin-ca"}}}],
     )
     session_id = started["sessionId"]
+    live_view = started["streams"]["liveViewStream"]["streamEndpoint"]
+    assert live_view.startswith("http://") and "/live-view?token=" in live_view
     endpoint = started["streams"]["automationStream"]["streamEndpoint"]
     got = await data.get_browser_session(browserIdentifier=browser_id, sessionId=session_id)
     assert got["status"] == "READY" and got["viewPort"] == {"width": 1024, "height": 700}

@@ -6,30 +6,46 @@ that cannot set headers, as the query parameter `token`. Refusals happen in
 the HTTP handshake (404 unknown session, 401 bad token, 403 stream disabled),
 so a refused client never reaches the browser. Tokens are compared in
 constant time and never logged.
+
+The same port serves the live view (`worker/live_view.py`): its page at
+`.../live-view` and its websocket at `.../live-view/ws`, with the same token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from worker.cdp import CDPError
+from worker.live_view import Viewer
 from worker.manager import SessionManager
 from worker.model import DISABLED
 from worker.session import Session
 
 log = structlog.get_logger(__name__)
 
-PATH = re.compile(r"/browser-streams/([^/]+)/sessions/([^/]+)/automation/?")
+PATH = re.compile(
+    r"/browser-streams/([^/]+)/sessions/([^/]+)/(automation|live-view|live-view/ws)/?"
+)
+LIVE_VIEW_PAGE = (Path(__file__).parent / "live_view.html").read_bytes()
 
 
 def endpoint_path(browser_id: str, session_id: str) -> str:
     return f"/browser-streams/{browser_id}/sessions/{session_id}/automation"
+
+
+def live_view_path(browser_id: str, session_id: str) -> str:
+    return f"/browser-streams/{browser_id}/sessions/{session_id}/live-view"
 
 
 def presented_token(request: Request) -> str:
@@ -67,20 +83,31 @@ class AutomationServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _session_for(self, request: Request) -> Session | None:
+    def _session_for(self, request: Request) -> tuple[Session | None, str]:
         match = PATH.fullmatch(urlsplit(request.path).path)
         if match is None:
-            return None
-        return self._manager.stream_session(match.group(1), match.group(2))
+            return None, ""
+        return self._manager.stream_session(match.group(1), match.group(2)), match.group(3)
 
     def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
-        session = self._session_for(request)
+        session, kind = self._session_for(request)
         if session is None:
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "no such live session")
         token = presented_token(request)
         if not token or not hmac.compare_digest(token.encode(), session.token.encode()):
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "missing or wrong token")
-        if session.record.stream_status == DISABLED:
+        if kind == "live-view":
+            # An ordinary page load, not a websocket: the viewer itself.
+            headers = Headers(
+                [
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Cache-Control", "no-store"),
+                    ("Referrer-Policy", "no-referrer"),  # the URL holds the token
+                    ("Content-Length", str(len(LIVE_VIEW_PAGE))),
+                ]
+            )
+            return Response(200, "OK", headers, LIVE_VIEW_PAGE)
+        if kind == "automation" and session.record.stream_status == DISABLED:
             return self._refuse(connection, HTTPStatus.FORBIDDEN, "automation stream disabled")
         return None
 
@@ -91,10 +118,43 @@ class AutomationServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None  # set once the handshake passed
-        session = self._session_for(connection.request)
+        session, kind = self._session_for(connection.request)
         if session is None or session.mux is None:
             await connection.close(1011, "session ended")
+            return
+        if kind == "live-view/ws":
+            await self._live_view(connection, session)
             return
         session.log.info("automation.connected", clients=len(session.mux.clients) + 1)
         await session.mux.serve(connection)
         session.log.info("automation.disconnected", clients=len(session.mux.clients))
+
+    async def _live_view(self, connection: ServerConnection, session: Session) -> None:
+        assert connection.request is not None and session.process is not None
+        query = parse_qs(urlsplit(connection.request.path).query)
+        read_only = query.get("mode", [""])[0] == "view"
+        record = session.record
+
+        def interactive() -> bool:
+            return not read_only and record.stream_status == DISABLED
+
+        size = (record.viewport.width, record.viewport.height)
+        viewer = Viewer(session.process.connection, connection.send, interactive, size)
+        helpers = [
+            asyncio.ensure_future(viewer.pump()),
+            asyncio.ensure_future(viewer.follow_control()),
+        ]
+        self._manager.metrics.live_viewers.inc()
+        session.log.info("live_view.connected", read_only=read_only)
+        try:
+            await viewer.open()
+            async for raw in connection:
+                await viewer.handle(raw)
+        except (CDPError, ConnectionClosed):
+            pass  # the browser or the viewer went away
+        finally:
+            viewer.close()
+            for helper in helpers:
+                helper.cancel()
+            self._manager.metrics.live_viewers.dec()
+            session.log.info("live_view.disconnected", frames=viewer.frames)

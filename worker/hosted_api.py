@@ -243,10 +243,12 @@ def _plain(message: Any) -> Any:
 
 def session_json(s: Any, token: str = "") -> dict[str, Any]:
     endpoint = s.streams.automation_stream.stream_endpoint
+    live_view = s.streams.live_view_stream.stream_endpoint
     if token:
         # boto3 drops members its model does not have: the only way to hand
         # a stock client the endpoint's token is inside the endpoint URL.
         endpoint += "?" + urlencode({"token": token})
+        live_view += "?" + urlencode({"token": token})
     answer: dict[str, Any] = {
         "browserIdentifier": s.browser_identifier,
         "sessionId": s.session_id,
@@ -260,7 +262,8 @@ def session_json(s: Any, token: str = "") -> dict[str, Any]:
             "automationStream": {
                 "streamEndpoint": endpoint,
                 "streamStatus": pb.StreamStatus.Name(s.streams.automation_stream.stream_status),
-            }
+            },
+            "liveViewStream": {"streamEndpoint": live_view},
         },
     }
     if s.HasField("proxy_configuration"):

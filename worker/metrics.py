@@ -21,6 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     make_wsgi_app,
@@ -138,6 +139,9 @@ class Metrics:
             ["method"],
             buckets=RPC_BUCKETS,
             registry=r,
+        )
+        self.live_viewers = Gauge(
+            "sandbox_live_view_viewers", "Live-view viewers connected", registry=r
         )
         self.recording_events = Counter(
             "sandbox_recording_events_total",

@@ -9,6 +9,7 @@ stack, secret or upstream text reaches a caller.
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +21,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from worker import __version__, validation
-from worker.automation import endpoint_path
+from worker.automation import endpoint_path, live_view_path
 from worker.errors import InvalidArgument, WorkerError
 from worker.manager import ARN_PREFIX, SessionManager
 from worker.metrics import Metrics
@@ -205,6 +206,8 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
     def __init__(self, manager: SessionManager, endpoint_base: str) -> None:
         self._manager = manager
         self._endpoint_base = endpoint_base.rstrip("/")
+        # The live view is a web page on the same host and port.
+        self._page_base = re.sub(r"^ws", "http", self._endpoint_base)
 
     def _to_pb(self, record: SessionRecord, token: str = "") -> pb.BrowserSession:
         endpoint = self._endpoint_base + endpoint_path(record.browser_id, record.session_id)
@@ -223,7 +226,11 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
                     stream_endpoint=endpoint,
                     stream_status=record.stream_status,
                     token=token,
-                )
+                ),
+                live_view_stream=pb.LiveViewStream(
+                    stream_endpoint=self._page_base
+                    + live_view_path(record.browser_id, record.session_id)
+                ),
             ),
             flavour=FLAVOUR_PB[record.flavour],
             certificates=certificates_to_pb(record.certificate_arns),
