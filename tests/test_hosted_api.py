@@ -177,3 +177,20 @@ async def test_a_request_with_a_wrong_signature_is_refused(api: RunningWorker) -
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
     assert api.server.manager is not None and api.server.manager.in_use == 0
+
+
+async def test_with_auth_off_unsigned_requests_are_served(tmp_path: Path) -> None:
+    from botocore import UNSIGNED
+
+    config = make_config(tmp_path, http_api_auth="none")
+    async with running_worker(config) as worker:
+        unsigned = Threaded(
+            boto3.Session().client(
+                "bedrock-agentcore",
+                endpoint_url=f"http://127.0.0.1:{worker.server.http_api_port}",
+                region_name="us-east-1",
+                config=BotoConfig(signature_version=UNSIGNED),
+            )
+        )
+        listed = await unsigned.list_browser_sessions(browserIdentifier="aws.browser.v1")
+    assert listed["items"] == []

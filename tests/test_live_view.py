@@ -90,13 +90,17 @@ async def test_the_live_view_shows_the_session_and_takes_control_only_when_given
             "document.getElementById('state').textContent === 'you are in control'"
         )
         await click_in_view(view, 200, 150)
-        await eventually(lambda: _near(pixel(view, 600, 500), (0, 128, 255)))
+        await click_in_view(view, 200, 350)  # into the text field
+        await view.keyboard.type("Hi there")
+        await view.keyboard.press("Backspace")
+        await view.wait_for_timeout(300)
     await set_stream(worker, watched.session_id, pb.ENABLED)  # give it back
     async with connected_page(watched) as page:
         pages = page.context.pages
         watched_page = next(p for p in pages if p.url.endswith("/live.html"))
         assert await watched_page.evaluate("window.clicks") == 1
         assert await watched_page.locator("#press").text_content() == "clicked 1"
+        assert await watched_page.input_value("#typed") == "Hi ther"
     await worker.stop(watched.session_id)
     await worker.stop(viewer_host.session_id)
 
