@@ -306,13 +306,23 @@ def browser_json(b: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- operations
 
 
+def _pick(answer: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: answer[k] for k in keys if k in answer}
+
+
+def _listing(name: str, items: list[dict[str, Any]], page: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {name: items}
+    if page.next_token:
+        answer["nextToken"] = page.next_token
+    return answer
+
+
 async def start_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     values = {**call.body, "browserIdentifier": call.path["browser"]}
     request = _message(pb.StartBrowserSessionRequest, values)
     s = await api.sessions.StartBrowserSession(request, call.context)
     full = session_json(s, s.streams.automation_stream.token)
-    keys = ("browserIdentifier", "sessionId", "createdAt", "streams")
-    return 200, {k: full[k] for k in keys}
+    return 200, _pick(full, ("browserIdentifier", "sessionId", "createdAt", "streams"))
 
 
 async def get_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -327,11 +337,7 @@ async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     request = _message(pb.ListBrowserSessionsRequest, values)
     page = await api.sessions.ListBrowserSessions(request, call.context)
     keys = ("browserIdentifier", "sessionId", "name", "status", "createdAt", "lastUpdatedAt")
-    items = [{k: v for k, v in session_json(s).items() if k in keys} for s in page.items]
-    answer: dict[str, Any] = {"items": items}
-    if page.next_token:
-        answer["nextToken"] = page.next_token
-    return 200, answer
+    return 200, _listing("items", [_pick(session_json(s), keys) for s in page.items], page)
 
 
 async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -342,7 +348,7 @@ async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]
     )
     s = await api.sessions.StopBrowserSession(request, call.context)
     full = session_json(s)
-    return 200, {k: full[k] for k in ("browserIdentifier", "sessionId", "lastUpdatedAt")}
+    return 200, _pick(full, ("browserIdentifier", "sessionId", "lastUpdatedAt"))
 
 
 async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -354,7 +360,7 @@ async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     request = _message(pb.UpdateBrowserStreamRequest, values)
     s = await api.sessions.UpdateBrowserStream(request, call.context)
     full = session_json(s)
-    answer = {k: full[k] for k in ("browserIdentifier", "sessionId", "streams")}
+    answer = _pick(full, ("browserIdentifier", "sessionId", "streams"))
     answer["updatedAt"] = full["lastUpdatedAt"]
     return 200, answer
 
@@ -372,7 +378,7 @@ async def create_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any
     b = await api.browsers.CreateBrowser(request, call.context)
     full = browser_json(b)
     full["status"] = "READY"  # created synchronously: never CREATING
-    return 202, {k: full[k] for k in ("browserId", "browserArn", "createdAt", "status")}
+    return 202, _pick(full, ("browserId", "browserArn", "createdAt", "status"))
 
 
 async def get_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -386,13 +392,9 @@ async def list_browsers(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
         next_token=call.query.get("nextToken", ""),
     )
     page = await api.browsers.ListBrowsers(request, call.context)
-    keys = {"browserId", "browserArn", "name", "description", "status", "createdAt"}
-    keys.add("lastUpdatedAt")
-    summaries = [{k: v for k, v in browser_json(b).items() if k in keys} for b in page.browsers]
-    answer: dict[str, Any] = {"browserSummaries": summaries}
-    if page.next_token:
-        answer["nextToken"] = page.next_token
-    return 200, answer
+    keys = ("browserId", "browserArn", "name", "description", "status", "createdAt")
+    summaries = [_pick(browser_json(b), (*keys, "lastUpdatedAt")) for b in page.browsers]
+    return 200, _listing("browserSummaries", summaries, page)
 
 
 async def delete_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -400,7 +402,7 @@ async def delete_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any
         browser_id=call.path["browser"], client_token=call.query.get("clientToken", "")
     )
     full = browser_json(await api.browsers.DeleteBrowser(request, call.context))
-    return 202, {k: full[k] for k in ("browserId", "status", "lastUpdatedAt")}
+    return 202, _pick(full, ("browserId", "status", "lastUpdatedAt"))
 
 
 _SESSIONS = r"/browsers/(?P<browser>[^/]+)/sessions"
