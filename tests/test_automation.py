@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import websockets
 from playwright.async_api import async_playwright
 from websockets.asyncio.client import connect
 
-from conftest import ROOT, RunningWorker, eventually
+from conftest import ROOT, RunningWorker, eventually, session_page
 from worker.pb import sandbox_pb2 as pb
 
 NODE_CLIENT = ROOT / "tests" / "js" / "puppeteer_drive.mjs"
@@ -230,3 +231,25 @@ async def test_the_daemons_own_cdp_calls_work_beside_a_client(
         await page.click("#go")
         assert await page.text_content("#out") == "clicked 1"
         await browser.close()
+
+
+async def test_downloads_land_in_the_sessions_directory_whatever_path_a_client_names(
+    worker: RunningWorker, web: str, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "not-the-session"
+    elsewhere.mkdir()
+    async with session_page(worker) as (page, started):
+        cdp = await page.context.browser.new_browser_cdp_session()
+        await cdp.send(
+            "Browser.setDownloadBehavior",
+            {"behavior": "allow", "downloadPath": str(elsewhere), "eventsEnabled": True},
+        )
+        await page.goto(f"{web}/index.html")
+        await page.evaluate(
+            "() => { const a = document.createElement('a'); a.href = 'report.bin';"
+            " a.download = 'report.bin'; document.body.appendChild(a); a.click(); }"
+        )
+        downloads = worker.config.sessions_dir / started.session_id / "downloads"
+        saved = await eventually(lambda: list(downloads.glob("report*.bin")), timeout=10)
+        assert saved[0].read_text() == "quarterly numbers\n"
+        assert not list(elsewhere.iterdir())

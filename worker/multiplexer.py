@@ -10,7 +10,10 @@ sessions no client owns, so both work side by side.
 
 Some methods are never forwarded: `Browser.close` (from any client it means
 "I am done", not "kill everyone's browser"), `Browser.crash*`, `Tethering.*`
-(opens ports on the host).
+(opens ports on the host). Downloads always land in the session's own
+directory: the path in `Browser/Page.setDownloadBehavior` is replaced, since
+a client's path names its own machine, and the browser would write there on
+the worker's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 REFUSED_METHODS = ("Browser.crash", "Browser.crashGpuProcess")
 REFUSED_DOMAINS = ("Tethering.",)
+DOWNLOAD_METHODS = ("Browser.setDownloadBehavior", "Page.setDownloadBehavior")
 SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
 
 
@@ -64,8 +68,10 @@ class Client:
         new_target_defaults: Callable[[], dict[str, Any]] = dict,
         observe: Observer = _unobserved,
         number: int = 0,
+        downloads: str = "",
     ) -> None:
         self._conn = conn
+        self._downloads = downloads  # the session's download directory
         self._new_target_defaults = new_target_defaults
         self._observe = observe
         self.number = number
@@ -152,6 +158,8 @@ class Client:
         if method == "Browser.close":
             self._reply(msg_id, explicit, {"result": {}})
             raise ClientGone(1000, "client closed the browser connection")
+        if method in DOWNLOAD_METHODS and self._downloads and _saves_files(params):
+            params = {**params, "downloadPath": self._downloads}
         if method == "Target.createTarget" and not {"width", "height"} & params.keys():
             params = {**self._new_target_defaults(), **params}
         if method == "Browser.getVersion" and self.version is not None:
@@ -238,6 +246,10 @@ class Client:
         self.contexts.clear()
 
 
+def _saves_files(params: dict[str, Any]) -> bool:
+    return "downloadPath" in params or params.get("behavior") in ("allow", "allowAndName")
+
+
 def ignore(_reply: Message) -> None:
     """Reply callback for clean-up calls whose answers nobody needs."""
 
@@ -271,9 +283,11 @@ class Multiplexer:
         count_out: Callable[[], None] = lambda: None,
         new_target_defaults: Callable[[], dict[str, Any]] = dict,
         observe: Observer = _unobserved,
+        downloads: str = "",
     ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
+        self._downloads = downloads
         self._observe = observe
         self._numbers = itertools.count(1)
         self._count_in = count_in  # one call per client message (metrics)
@@ -299,6 +313,7 @@ class Multiplexer:
             self._new_target_defaults,
             self._observe,
             next(self._numbers),
+            self._downloads,
         )
         if self._conn.closed:
             await ws.close(1011, "browser is gone")

@@ -180,6 +180,7 @@ class Session:
             count_out,
             self._window_defaults,
             self._client_command,
+            str(self.directory / "downloads"),
         )
 
     def _window_defaults(self) -> dict[str, Any]:
