@@ -138,6 +138,11 @@ def soak(
         samples["rss_at_end_kib"] = rss_kib(pid)
         samples["fds_at_end"] = fds(pid)
         recorded = finished_recordings(s3, result["succeeded"]) if args.record else 0
+        # Stop answers once a browser exited; the last sweeps follow within
+        # moments: give them up to 10 s before counting what is left.
+        deadline = time.monotonic() + 10
+        while list((state / "sessions").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         spool = state / "spool"
         leftovers = {
             "processes": len(reaper.pids_referencing(state)),

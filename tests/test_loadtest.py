@@ -46,6 +46,10 @@ def test_a_load_run_reports_every_session_and_leaves_nothing(tmp_path: Path) -> 
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         report = json.loads((tmp_path / "report.json").read_text())
         assert len(report["timeline"]) == 6
+        # Stop answers once a browser exited; its sweep follows within moments.
+        deadline = time.monotonic() + 10
+        while list((state / "sessions").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not reaper.pids_referencing(state.resolve())
         assert not list((state / "sessions").iterdir())
 
