@@ -95,6 +95,7 @@ class Uploader:
         self._retry_max_s = retry_max_s
         self.hooks = hooks or Hooks()
         self._streams: dict[tuple[str, int], _Stream] = {}
+        self._destinations: dict[str, Destination] = {}
         self._busy: dict[str, int] = {}  # session -> batches being uploaded
         self._finishing: set[str] = set()
         self._jobs: set[asyncio.Task[None]] = set()
@@ -315,6 +316,7 @@ class Uploader:
             await self._call(sink.put_bytes, key, body, "application/json")
             freed = await asyncio.to_thread(size, directory)
             await asyncio.to_thread(shutil.rmtree, directory, True)
+            self._destinations.pop(directory.name, None)
             self.meter.add(-freed)
             self.hooks.finished(bool(document["complete"]))
             log.info(
@@ -329,11 +331,19 @@ class Uploader:
 
     # -- helpers
 
+    def _destination(self, directory: Path) -> Destination:
+        # Read once per session: it is asked for on every write and upload.
+        found = self._destinations.get(directory.name)
+        if found is None:
+            found = destination(read_json(directory / SESSION))
+            self._destinations[directory.name] = found
+        return found
+
     def _sink(self, directory: Path) -> Sink:
-        return self._sinks(destination(read_json(directory / SESSION)))
+        return self._sinks(self._destination(directory))
 
     def _key(self, directory: Path, name: str) -> str:
-        return destination(read_json(directory / SESSION)).key(directory.name, name)
+        return self._destination(directory).key(directory.name, name)
 
     async def _call(self, fn: Callable[..., T], *args: Any, attempts: int = 0) -> T:
         """Run a blocking call in a thread; retry with backoff and jitter
