@@ -253,3 +253,36 @@ async def test_downloads_land_in_the_sessions_directory_whatever_path_a_client_n
         saved = await eventually(lambda: list(downloads.glob("report*.bin")), timeout=10)
         assert saved[0].read_text() == "quarterly numbers\n"
         assert not list(elsewhere.iterdir())
+
+
+async def test_clients_and_pages_cannot_reach_the_workers_files(
+    worker: RunningWorker, web: str
+) -> None:
+    from playwright.async_api import Error as PlaywrightError
+
+    async with session_page(worker) as (page, started):
+        await page.goto(f"{web}/index.html")
+        cdp = await page.context.new_cdp_session(page)
+        with pytest.raises(PlaywrightError, match="file URLs are not allowed"):
+            await cdp.send("Page.navigate", {"url": "file:///etc/hostname"})
+        browser_cdp = await page.context.browser.new_browser_cdp_session()
+        with pytest.raises(PlaywrightError, match="file URLs are not allowed"):
+            await browser_cdp.send("Target.createTarget", {"url": "FILE:///etc/passwd"})
+        # A page cannot go there by itself either (Chromium's own rule).
+        await page.evaluate("location.href = 'file:///etc/hostname'")
+        await page.wait_for_timeout(300)
+        assert page.url.startswith(web)
+        await page.set_content("<input type=file id=f>")
+        node = await cdp.send("DOM.getDocument")
+        found = await cdp.send(
+            "DOM.querySelector", {"nodeId": node["root"]["nodeId"], "selector": "#f"}
+        )
+        state_db = str(worker.config.db_path)
+        with pytest.raises(PlaywrightError, match="downloads directory"):
+            await cdp.send(
+                "DOM.setFileInputFiles", {"files": [state_db], "nodeId": found["nodeId"]}
+            )
+        escape = str(worker.config.sessions_dir / started.session_id / "downloads" / ".." / "..")
+        with pytest.raises(PlaywrightError, match="downloads directory"):
+            await cdp.send("DOM.setFileInputFiles", {"files": [escape], "nodeId": found["nodeId"]})
+        assert await page.evaluate("document.getElementById('f').files.length") == 0

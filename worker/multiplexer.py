@@ -13,7 +13,10 @@ Some methods are never forwarded: `Browser.close` (from any client it means
 (opens ports on the host). Downloads always land in the session's own
 directory: the path in `Browser/Page.setDownloadBehavior` is replaced, since
 a client's path names its own machine, and the browser would write there on
-the worker's.
+the worker's. The worker's own files stay out of reach: commands that would
+open a `file:` URL are refused (pages cannot navigate there themselves:
+Chromium blocks that for web origins), and `DOM.setFileInputFiles` may only
+hand a page files from the session's downloads directory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +39,8 @@ log = structlog.get_logger(__name__)
 REFUSED_METHODS = ("Browser.crash", "Browser.crashGpuProcess")
 REFUSED_DOMAINS = ("Tethering.",)
 DOWNLOAD_METHODS = ("Browser.setDownloadBehavior", "Page.setDownloadBehavior")
+URL_METHODS = ("Page.navigate", "Target.createTarget", "Network.loadNetworkResource")
+LOCAL_SCHEMES = ("file:", "view-source:file:", "filesystem:")
 SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
 
 
@@ -158,6 +164,10 @@ class Client:
         if method == "Browser.close":
             self._reply(msg_id, explicit, {"result": {}})
             raise ClientGone(1000, "client closed the browser connection")
+        refusal = self._host_access(method, params)
+        if refusal:
+            self._error(msg_id, explicit, -32000, refusal)
+            return
         if method in DOWNLOAD_METHODS and self._downloads and _saves_files(params):
             params = {**params, "downloadPath": self._downloads}
         if method == "Target.createTarget" and not {"width", "height"} & params.keys():
@@ -187,6 +197,20 @@ class Client:
             self._observe(self.number, method, params, reply, took_ms)
 
         self._conn.send(method, params, target, on_reply)
+
+    def _host_access(self, method: str, params: dict[str, Any]) -> str:
+        """Why a command would reach the worker's files, or ""."""
+        if method in URL_METHODS:
+            url = str(params.get("url", "")).strip().lower()
+            if url.startswith(LOCAL_SCHEMES):
+                return f"{method}: file URLs are not allowed on this endpoint"
+        elif method == "DOM.setFileInputFiles":
+            files = params.get("files") or []
+            if not isinstance(files, list) or not all(
+                isinstance(f, str) and _inside(f, self._downloads) for f in files
+            ):
+                return f"{method}: files must come from the session's downloads directory"
+        return ""
 
     def _note_reply(self, method: str, params: dict[str, Any], reply: Message) -> None:
         result = reply.get("result")
@@ -244,6 +268,13 @@ class Client:
             )
         self.sessions.clear()
         self.contexts.clear()
+
+
+def _inside(path: str, directory: str) -> bool:
+    if not directory:
+        return False
+    real, root = os.path.realpath(path), os.path.realpath(directory)  # no .. or symlink out
+    return os.path.commonpath([real, root]) == root
 
 
 def _saves_files(params: dict[str, Any]) -> bool:
