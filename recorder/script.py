@@ -15,7 +15,7 @@ it are folded into it, and input before it is missed. Until then the
 bundles are not even compiled (see `source`).
 In child frames rrweb itself either stays idle (same origin: the parent
 serialises them) or posts to the parent (cross-origin), so only the top
-frame calls the binding.
+frame calls the binding; a child starts only once its parent has.
 """
 
 from __future__ import annotations
@@ -58,9 +58,32 @@ _BOOTSTRAP = """
   }
   addEventListener("pagehide", flush, true);
   addEventListener(name, flush, true);
+  // A frame's rrweb must start after its parent's: a child's first snapshot
+  // goes to the parent by postMessage and is lost if nobody listens yet.
+  // Children ask when they are ready; a started frame answers at once,
+  // others once they start.
+  var isTop = window.top === window, started = false, waiting = [];
+  var START = name + ":start", READY = name + ":ready";
+  function tell(target) { try { target.postMessage(START, "*"); } catch (e) {} }
+  function begin() {
+    if (started) return;
+    started = true;
+    start();
+    waiting.forEach(tell);
+    waiting = [];
+  }
+  addEventListener("message", function (e) {
+    if (e.data === READY && e.source) { if (started) tell(e.source); else waiting.push(e.source); }
+    else if (e.data === START && !isTop && e.source === window.parent) begin();
+  }, true);
   function soon() {
-    if (typeof requestIdleCallback === "function") requestIdleCallback(start, { timeout: 1000 });
-    else later(start, 0);
+    if (!isTop) {
+      try { window.parent.postMessage(READY, "*"); } catch (e) {}
+      later(begin, 3000);  // a parent that never answers (not recorded)
+      return;
+    }
+    if (typeof requestIdleCallback === "function") requestIdleCallback(begin, { timeout: 1000 });
+    else later(begin, 0);
   }
   if (document.readyState === "complete") soon();
   else addEventListener("load", soon, { once: true, capture: true });

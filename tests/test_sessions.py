@@ -300,3 +300,27 @@ async def test_ended_sessions_leave_no_open_file_descriptor(worker: RunningWorke
     for started in (stopped, crashed, timed_out):
         await assert_gone(worker, started.session_id)
     assert open_fds() == before
+
+
+async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, watchdog_interval_s=0.2, watchdog_timeout_s=1.0)
+    async with running_worker(config) as worker:
+        started = await worker.start()
+        other = await worker.start()
+        await booted(worker, started.session_id)
+        await booted(worker, other.session_id)
+        os.kill(browser_pid(worker, started.session_id), signal.SIGSTOP)  # CDP goes silent
+
+        async def ended() -> Any:
+            got = await worker.get(started.session_id)
+            return got if got.status == pb.TERMINATED else None
+
+        got = await eventually(ended, timeout=15)
+        assert got.termination_reason == pb.BROWSER_UNRESPONSIVE
+        await assert_gone(worker, started.session_id)
+        assert (await worker.get(other.session_id)).status == pb.READY  # only that one
+        manager = worker.server.manager
+        assert manager is not None and manager.in_use == 1
+        await worker.stop(other.session_id)

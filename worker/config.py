@@ -49,6 +49,11 @@ class Config:
     extra_chromium_args: tuple[str, ...] = ()
     # Seconds a starting browser has to answer its first CDP command.
     start_timeout_s: float = 30.0
+    # A running browser is asked for its version every watchdog_interval_s;
+    # one that has not answered within watchdog_timeout_s (hung, or stopped)
+    # is killed and its session ends BROWSER_UNRESPONSIVE. 0: no watchdog.
+    watchdog_interval_s: float = 5.0
+    watchdog_timeout_s: float = 15.0
     # Seconds SIGTERM waits for running sessions before stopping them.
     drain_timeout_s: float = 30.0
     # Seconds to wait for a killed browser's process to be reaped.
@@ -146,6 +151,8 @@ class Config:
             raise ConfigError("tls_cert_file, tls_key_file: set both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
+        if self.watchdog_interval_s < 0 or self.watchdog_timeout_s <= 0:
+            raise ConfigError("watchdog_interval_s, watchdog_timeout_s: must not be negative")
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")

@@ -66,6 +66,7 @@ class Viewer:
         self._outbox: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=4)
         self.frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._switching = asyncio.Lock()
 
     # -- lifecycle
 
@@ -100,8 +101,17 @@ class Viewer:
             self._conn.send("Target.detachFromTarget", {"sessionId": self._browser}, None, _ignore)
         self._page = self._browser = ""
 
-    async def watch(self, target_id: str) -> None:
-        """Show another tab (or the first one)."""
+    async def watch(self, target_id: str, front: bool = False, if_idle: bool = False) -> None:
+        """Show another tab (or the first one); `front` brings it to the
+        front first, like clicking a tab (a page in the background paints no
+        frames). One switch at a time: target events arrive while a switch
+        awaits the browser, and two interleaved would leave two screencasts."""
+        async with self._switching:
+            if if_idle and self.target:
+                return
+            await self._switch(target_id, front)
+
+    async def _switch(self, target_id: str, front: bool) -> None:
         if target_id not in self._tabs or target_id == self.target:
             return
         if self._page:
@@ -116,8 +126,26 @@ class Viewer:
         self._page, self.target = str(attached["sessionId"]), target_id
         self._conn.on_session_event(self._page, self._on_page_event)
         self._pending_ack = None
+        if front:
+            self._conn.send("Page.bringToFront", None, self._page, _ignore)
         self._start_screencast()
         self._post_tabs()
+        self._later(self._first_frame(self._page))
+
+    async def _first_frame(self, page: str) -> None:
+        """Show a tab at once: a screencast sends frames when the page paints,
+        and a still page that was in the background may not paint again."""
+        with contextlib.suppress(CDPError, TimeoutError):
+            shot = await self._conn.call(
+                "Page.captureScreenshot",
+                {"format": "jpeg", "quality": QUALITIES[self._quality]},
+                page,
+                timeout=5,
+            )
+            if page == self._page and self._pending_ack is None:
+                header = {"type": "frame", "width": None, "height": None, "tab": self.target}
+                if self._offer(json.dumps(header)):
+                    self._offer(base64.b64decode(shot["data"]))
 
     def _start_screencast(self) -> None:
         width, height = self._size
@@ -156,7 +184,7 @@ class Viewer:
 
     async def _watch_quietly(self, target_id: str) -> None:
         with contextlib.suppress(CDPError, KeyError):
-            await self.watch(target_id)
+            await self.watch(target_id, if_idle=True)
 
     def _on_page_event(self, event: Message) -> None:
         if event.get("method") != "Page.screencastFrame":
@@ -229,7 +257,7 @@ class Viewer:
         if kind == "ack":
             self._drawn()
         elif kind == "tab":
-            await self.watch(str(message.get("id", "")))
+            await self.watch(str(message.get("id", "")), front=True)
         elif kind in ("mouse", "key", "text"):
             self._input(kind, message)
 

@@ -10,12 +10,19 @@ from recorder.service import Recorder, Settings
 from recorder.uploader import Hooks
 from worker.config import Config
 from worker.metrics import Metrics
-from worker.model import BROWSER_EXITED, START_FAILED, BrowserConfig, SessionRecord
+from worker.model import (
+    BROWSER_EXITED,
+    BROWSER_UNRESPONSIVE,
+    START_FAILED,
+    BrowserConfig,
+    SessionRecord,
+)
 
 # Why a recording cannot be whole, by how its session ended.
 INCOMPLETE = {
     BROWSER_EXITED: "the browser exited: events its pages had not sent yet are lost",
     START_FAILED: "the browser did not start",
+    BROWSER_UNRESPONSIVE: "the browser hung and was killed: events its pages held are lost",
 }
 
 

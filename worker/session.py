@@ -25,11 +25,13 @@ from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
 from recorder.recording import Recording
 from worker import launcher, reaper, recordings
+from worker.cdp import CDPError
 from worker.config import Config
 from worker.errors import Unavailable
 from worker.metrics import Metrics
 from worker.model import (
     BROWSER_EXITED,
+    BROWSER_UNRESPONSIVE,
     READY,
     START_FAILED,
     TERMINATED,
@@ -83,6 +85,7 @@ class Session:
         self.mux: Multiplexer | None = None
         self.ready: asyncio.Future[str] | None = None  # resolves to a spare browser session
         self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._down = asyncio.Event()  # the browser has exited (close under way)
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
@@ -274,6 +277,28 @@ class Session:
             return
         if self.claimed:
             self._report_ready()
+        if self._config.watchdog_interval_s > 0:
+            self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        """Kill a browser that stops answering (hung, or SIGSTOPped): its
+        session must not hold capacity until its timeout. The probe goes to
+        the browser process, which answers even while a page's renderer is
+        busy."""
+        assert self.process is not None
+        conn = self.process.connection
+        while not conn.closed:
+            await asyncio.sleep(self._config.watchdog_interval_s)
+            try:
+                await conn.call("Browser.getVersion", timeout=self._config.watchdog_timeout_s)
+            except TimeoutError:
+                self.log.warning(
+                    "session.browser_unresponsive", waited_s=self._config.watchdog_timeout_s
+                )
+                self.close_soon(BROWSER_UNRESPONSIVE)
+                return
+            except CDPError:
+                return  # the connection closed: the exit watcher ends the session
 
     def _report_ready(self) -> None:
         took = time.perf_counter() - self.requested_at
@@ -334,6 +359,8 @@ class Session:
             self._persist(self.record)
         if self._timer is not None:
             self._timer.cancel()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
         if self.ready is not None and not self.ready.done():
             self.ready.cancel()
         try:
@@ -349,7 +376,7 @@ class Session:
                 # After the browser is gone: no request can start in between.
                 traffic = await self._relay.close(self.session_id)
                 self.log.info("session.proxy_traffic", routes=traffic)
-            if reason in (BROWSER_EXITED, START_FAILED):
+            if reason in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE):
                 # The browser's own words are the only clue to why it died,
                 # and they are about to be deleted with the directory.
                 self.log.warning("session.browser_log", tail=self._log_tail())
@@ -368,7 +395,7 @@ class Session:
         alive = (
             self.process is not None
             and not self.process.exited.done()
-            and reason not in (BROWSER_EXITED, START_FAILED)
+            and reason not in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE)
         )
         try:
             metrics = self._metrics or Metrics()
@@ -383,7 +410,7 @@ class Session:
         self._metrics.sessions_ended.labels(reason, flavour).inc()
         lifetime = time.time() - self.record.created_at
         self._metrics.session_seconds.labels(flavour).observe(lifetime)
-        if reason in (BROWSER_EXITED, START_FAILED):
+        if reason in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE):
             self._metrics.browser_crashes.labels(flavour).inc()
 
     def _log_tail(self, limit: int = 2000) -> str:
