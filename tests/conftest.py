@@ -124,10 +124,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
-def web() -> Iterator[str]:
-    """A loopback origin serving tests/pages; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(PAGES))
+@contextlib.contextmanager
+def serving_directory(directory: Path) -> Iterator[str]:
+    """A loopback origin serving `directory`; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -137,6 +137,13 @@ def web() -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def web() -> Iterator[str]:
+    """A loopback origin serving tests/pages; yields its base URL."""
+    with serving_directory(PAGES) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

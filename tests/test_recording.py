@@ -4,17 +4,21 @@ and metadata.json in the S3 layout, with real Chromium and Playwright."""
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from recordings import custom, events_of, local_batches, local_folder, recording_browser
 
-from conftest import connected_page, eventually, make_config, running_worker, session_page
+from conftest import (
+    connected_page,
+    eventually,
+    make_config,
+    running_worker,
+    serving_directory,
+    session_page,
+)
 from worker import cli
 from worker.pb import sandbox_pb2 as pb
 
@@ -79,11 +83,6 @@ def _metadata(folder: Path) -> dict[str, Any] | None:
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
     tmp_path: Path, web: str
 ) -> None:
@@ -95,24 +94,19 @@ async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
         assert await asyncio.to_thread(cli.main, [*argv, "--out", str(out)]) == 0
         viewer = await worker.start()  # the viewer runs in a session of its own
         # Sessions may not open file: URLs, so the file is served on loopback.
-        handler = functools.partial(_QuietFiles, directory=str(out.parent))
-        files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=files.serve_forever, daemon=True).start()
         try:
-            async with connected_page(viewer) as view:
-                # rrweb's replay frame never finishes loading: no load event.
-                url = f"http://127.0.0.1:{files.server_address[1]}/viewer.html#end"
-                await view.goto(url, wait_until="domcontentloaded")
-                frame = view.frame_locator(".replayer-wrapper iframe")
-                await frame.locator("#status").wait_for(timeout=15000)
-                status = await frame.locator("#status").text_content()
-                title = await frame.locator("#title").text_content()
-                entries = await view.locator("#entries li").all_text_contents()
-                ARTIFACTS.mkdir(exist_ok=True)
-                await view.screenshot(path=str(ARTIFACTS / "replay-viewer.png"))
+            with serving_directory(out.parent) as files:
+                async with connected_page(viewer) as view:
+                    # rrweb's replay frame never finishes loading: no load event.
+                    await view.goto(f"{files}/viewer.html#end", wait_until="domcontentloaded")
+                    frame = view.frame_locator(".replayer-wrapper iframe")
+                    await frame.locator("#status").wait_for(timeout=15000)
+                    status = await frame.locator("#status").text_content()
+                    title = await frame.locator("#title").text_content()
+                    entries = await view.locator("#entries li").all_text_contents()
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    await view.screenshot(path=str(ARTIFACTS / "replay-viewer.png"))
         finally:
-            files.shutdown()
-            files.server_close()
             await worker.stop(viewer.session_id)
     assert title == "Order form"
     assert status == "saved: order 42 accepted"  # the DOM after the click and the fetch
