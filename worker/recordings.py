@@ -64,9 +64,13 @@ def start(recorder: Recorder, browser: BrowserConfig, record: SessionRecord) -> 
     return recorder.new(record.session_id, destination, facts)
 
 
-async def end(recording: Recording, reason: str, metrics: Metrics, browser_alive: bool) -> None:
+async def end(
+    recording: Recording, reason: str, metrics: Metrics | None, browser_alive: bool
+) -> None:
     incomplete = [INCOMPLETE[reason]] if reason in INCOMPLETE else []
     await recording.end(reason, incomplete, browser_alive)
+    if metrics is None:
+        return
     metrics.recording_events.inc(recording.events_written)
     if recording.stream.dropped:
         metrics.recording_dropped.labels("memory").inc(recording.stream.dropped)

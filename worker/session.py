@@ -398,8 +398,7 @@ class Session:
             and reason not in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE)
         )
         try:
-            metrics = self._metrics or Metrics()
-            await recordings.end(self.recording, reason, metrics, alive)
+            await recordings.end(self.recording, reason, self._metrics, alive)
         except Exception as exc:  # the browser must still be stopped
             self.log.error("session.recording_end_failed", error=repr(exc))
 
