@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,7 +28,8 @@ if str(ROOT) not in sys.path:
 
 from websockets.sync.client import connect  # noqa: E402
 
-from worker import launcher, reaper  # noqa: E402
+from worker import browser_user, launcher, reaper  # noqa: E402
+from worker.config import Config  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -86,6 +88,7 @@ def daemon(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         reaper.kill_referencing(state.resolve())
+        reaper.kill_referencing(Config.from_env({}, state_dir=state.resolve()).session_tmp_root)
 
 
 def free_port() -> int:
@@ -133,9 +136,26 @@ def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
     return elapsed, str(session.session_id)
 
 
+@functools.cache
+def _sandbox() -> browser_user.Plan:
+    # The worker's own decision with its defaults (browser_sandbox=auto), so
+    # the baseline pays for Chromium's sandbox exactly when the worker does.
+    config = Config()
+    return browser_user.plan(config.browser_sandbox, config.browser_uid_base - 1, 1)
+
+
 def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
     """A browser launched the worker's way but without it: the baseline."""
+    sandbox = _sandbox()
+    uid = None
+    if sandbox.uids is not None:
+        # One uid below the worker's range: its own user, like a session's.
+        uid = Config().browser_uid_base - 1
+        root.parent.chmod(root.parent.stat().st_mode | 0o011)  # let it through
+        browser_user.hand_over(root, uid)
     return launcher.LaunchSpec(
+        uid=uid,
+        no_sandbox=not sandbox.chromium_sandbox,
         binary=binary,
         flavour=flavour,
         profile_dir=root / "profile",

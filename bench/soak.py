@@ -145,7 +145,7 @@ def soak(
             time.sleep(0.1)
         spool = state / "spool"
         leftovers = {
-            "processes": len(reaper.pids_referencing(state)),
+            "processes": len({*reaper.pids_referencing(state), *reaper.pids_referencing(runtime)}),
             "session_dirs": len(list((state / "sessions").iterdir())),
             "tmp_dirs": len(list(runtime.iterdir())) if runtime.is_dir() else 0,
             "recordings_finished": recorded,

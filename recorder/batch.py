@@ -9,6 +9,7 @@ uploaded whole, while the open one may already be streaming in parts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -85,6 +86,26 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+class WriteFailed(Exception):
+    """A write hit a disk error (ENOSPC, EIO). The open batch was cut back to
+    its last sync flush, so the spool still holds only decodable batches;
+    events after `kept_through` were not written."""
+
+    def __init__(self, closed: list[BatchInfo], kept_through: int, cause: OSError) -> None:
+        super().__init__(f"batch write failed: {cause.strerror or cause}")
+        self.closed = closed  # batches this write did finish, sidecars and all
+        self.kept_through = kept_through  # last seq on disk (0: none of this write's)
+
+
+@dataclasses.dataclass
+class _Flushed:
+    """The open batch as of its last sync flush: a state it can go back to."""
+
+    info: BatchInfo
+    hash: Any
+    crc: int  # of the uncompressed bytes, for the gzip trailer
+
+
 class BatchWriter:
     """Writes one session's batches; not thread-safe, one caller at a time."""
 
@@ -97,6 +118,8 @@ class BatchWriter:
         self._zip: Any = None
         self._hash: Any = None
         self._opened_at = 0.0
+        self._crc = 0
+        self._good: _Flushed | None = None
         self.info: BatchInfo | None = None  # the open batch
 
     def write(self, events: list[tuple[float, str]], first_seq: int) -> list[BatchInfo]:
@@ -104,22 +127,68 @@ class BatchWriter:
         returns the batches this closed (on size)."""
         closed: list[BatchInfo] = []
         seq = first_seq
-        for timestamp, line in events:
-            info = self.info or self._open()
-            data = line.encode() + b"\n"
-            self._out(self._zip.compress(data))
-            if info.event_count == 0:
-                info.first_timestamp, info.first_seq = timestamp, seq
-            info.event_count += 1
-            info.uncompressed += len(data)
-            info.last_timestamp, info.last_seq = timestamp, seq
-            seq += 1
-            if info.uncompressed >= self._max_bytes:
-                closed.append(self._close())
-        if self.info is not None:
-            self._out(self._zip.flush(zlib.Z_SYNC_FLUSH))
-            self._file.flush()
+        try:
+            for timestamp, line in events:
+                info = self.info or self._open()
+                data = line.encode() + b"\n"
+                self._out(self._zip.compress(data))
+                self._crc = zlib.crc32(data, self._crc)
+                if info.event_count == 0:
+                    info.first_timestamp, info.first_seq = timestamp, seq
+                info.event_count += 1
+                info.uncompressed += len(data)
+                info.last_timestamp, info.last_seq = timestamp, seq
+                seq += 1
+                if info.uncompressed >= self._max_bytes:
+                    closed.append(self._close())
+            if self.info is not None:
+                self._out(self._zip.flush(zlib.Z_SYNC_FLUSH))
+                self._file.flush()
+                self._good = _Flushed(dataclasses.replace(self.info), self._hash.copy(), self._crc)
+        except OSError as exc:
+            kept = self._roll_back()
+            if kept is not None:
+                closed.append(kept)
+            raise WriteFailed(closed, max([0, *(c.last_seq for c in closed)]), exc) from exc
         return closed
+
+    def _roll_back(self) -> BatchInfo | None:
+        """Cut the open batch back to its last sync flush and finish it
+        there (sidecar and all); returns it, or None if nothing was kept."""
+        info, good = self.info, self._good
+        self.info = self._zip = self._hash = None
+        self._good = None
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()  # may try to write its buffer once more
+            self._file = None
+        if info is None:
+            return None
+        path = self._dir / batch_name(info.n)
+        if good is None or good.info.n != info.n or good.info.event_count == 0:
+            # Nothing of this batch was flushed: as if it never opened.
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self._next = info.n
+            return None
+        kept = good.info
+        try:
+            os.truncate(path, kept.bytes)
+            # An empty final deflate block and the gzip trailer: what is on
+            # disk becomes a whole gzip file of the flushed lines.
+            tail = b"\x03\x00" + (good.crc & 0xFFFFFFFF).to_bytes(4, "little")
+            tail += (kept.uncompressed & 0xFFFFFFFF).to_bytes(4, "little")
+            with open(path, "ab") as f:
+                f.write(tail)
+                f.flush()
+                os.fsync(f.fileno())
+            good.hash.update(tail)
+            kept.bytes += len(tail)
+            kept.sha256 = good.hash.hexdigest()
+            write_json(sidecar(self._dir, kept.n), kept.to_dict())
+        except OSError:
+            return None  # left torn: salvage at the next start keeps what decodes
+        return kept
 
     def close_if_old(self) -> BatchInfo | None:
         if self.info is not None and time.monotonic() - self._opened_at >= self._max_age_s:
@@ -140,6 +209,7 @@ class BatchWriter:
         self._file = open(self._dir / batch_name(self.info.n), "wb")  # noqa: SIM115 (closed in _close)
         self._zip = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing
         self._hash = hashlib.sha256()
+        self._crc = 0
         self._opened_at = time.monotonic()
         return self.info
 

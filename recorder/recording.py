@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from recorder import script
-from recorder.batch import BatchInfo, BatchWriter, write_json
+from recorder.batch import BatchInfo, BatchWriter, WriteFailed, write_json
 from recorder.capture import CDP, Capture
 from recorder.spool import END, Destination, write_session
 from recorder.stream import Stream, now_ms
@@ -59,6 +61,8 @@ class Recording:
         self._loop_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.spool_dropped = 0  # events dropped because the spool was full
+        self.disk_dropped = 0  # events dropped because its disk was full or failed
+        self._said: set[str] = set()
         self.events_written = 0
         self._ended = False
         write_session(
@@ -112,12 +116,30 @@ class Recording:
                 # sequence numbers stay unused, so readers see the hole) and
                 # the session keeps running.
                 self.spool_dropped += len(events)
+                self._say_dropping("spool_full")
+                events = []
+            elif events and _disk_short(self.directory, events):
+                # The same policy when the disk itself runs out before the
+                # metered limit (a spool volume smaller than the setting,
+                # or shared): drop, count, mark; never fail the session.
+                self.disk_dropped += len(events)
+                self._say_dropping("disk_full")
                 events = []
             closed: list[BatchInfo] = []
             if events:
                 before = self._writer.open_size
-                closed = await asyncio.to_thread(self._writer.write, events, first_seq)
-                self.events_written += len(events)
+                try:
+                    closed = await asyncio.to_thread(self._writer.write, events, first_seq)
+                    self.events_written += len(events)
+                except WriteFailed as failed:
+                    # What reached the disk is whole; the rest is dropped.
+                    closed = failed.closed
+                    kept = max(0, failed.kept_through - first_seq + 1)
+                    self.events_written += kept
+                    self.disk_dropped += len(events) - kept
+                    log.error(
+                        "recording.write_failed", session_id=self.session_id, error=str(failed)
+                    )
                 grown = sum(i.bytes for i in closed) + self._writer.open_size - before
                 self._uploader.meter.add(grown)
             aged = self._writer.close_if_old() if not final else None
@@ -128,6 +150,11 @@ class Recording:
             open_batch = self._writer.info
             if open_batch is not None:
                 self._uploader.grew(self.directory, open_batch.n, self._writer.open_size)
+
+    def _say_dropping(self, why: str) -> None:
+        if why not in self._said:  # once per recording: a full disk stays full
+            self._said.add(why)
+            log.warning("recording.dropping_events", session_id=self.session_id, reason=why)
 
     async def end(self, reason: str, incomplete: list[str], browser_alive: bool) -> None:
         """Finish: take what pages hold, write the rest, hand over to the
@@ -159,12 +186,14 @@ class Recording:
             reasons.append(f"{self.stream.dropped} events dropped: the in-memory bound was reached")
         if self.spool_dropped:
             reasons.append(f"{self.spool_dropped} events dropped: the spool was full")
+        if self.disk_dropped:
+            reasons.append(f"{self.disk_dropped} events dropped: the spool's disk was full")
         end = {
             "endTime": now_ms(),
             "reason": reason,
             "complete": not reasons,
             "incompleteReasons": reasons,
-            "droppedEvents": self.stream.dropped + self.spool_dropped,
+            "droppedEvents": self.stream.dropped + self.spool_dropped + self.disk_dropped,
         }
         await asyncio.to_thread(write_json, self.directory / END, end)
         self._uploader.ended(self.directory)
@@ -175,3 +204,17 @@ class Recording:
             page_events=capture.page_events if capture else 0,
             complete=not reasons,
         )
+
+
+# Room kept free on the spool's disk beyond a write's own size: sidecars,
+# gzip trailers and the metadata file must still fit after a drop.
+DISK_RESERVE = 1024 * 1024
+
+
+def _disk_short(directory: Path, events: list[tuple[float, str]]) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False  # the write itself will say what is wrong
+    need = DISK_RESERVE + sum(len(line) + 1 for _, line in events)  # compressed is less
+    return st.f_bavail * st.f_frsize < need

@@ -33,8 +33,33 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = Path(__file__).resolve().parent / "pages"
 
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+_FAULTS: list[dict[str, str]] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     logs.configure("json", "warning")
+
+
+def report_fault(test: str, fault: str, outcome: str, kept: str, lost: str) -> None:
+    """A row of the faults table (tests/artifacts/faults.md), written by a
+    fault test once its assertions passed: what it injected and what it
+    measured."""
+    _FAULTS.append({"test": test, "fault": fault, "outcome": outcome, "kept": kept, "lost": lost})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _FAULTS:
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    lines = [
+        "| fault injected | outcome measured | other sessions | data lost | test |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(_FAULTS, key=lambda r: r["test"]):
+        cells = (row["fault"], row["outcome"], row["kept"], row["lost"], f"`{row['test']}`")
+        lines.append("| " + " | ".join(cells) + " |")
+    (ARTIFACTS / "faults.md").write_text("\n".join(lines) + "\n")
 
 
 async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 10.0) -> T:
@@ -178,5 +203,23 @@ async def session_page(worker: RunningWorker, **fields: Any) -> AsyncIterator[tu
         await worker.stop(started.session_id, started.browser_identifier)
 
 
+def browser_root(state_dir: Path, session_id: str = "") -> Path:
+    """The tree a session's browser writes (profile, home, downloads, tmp),
+    under the worker's runtime root; the whole root without a session."""
+    runtime = Config.from_env({}, state_dir=state_dir.resolve()).session_tmp_root
+    return runtime / session_id if session_id else runtime
+
+
+def worker_processes(state_dir: Path) -> list[int]:
+    """Every process naming the worker's state tree or its runtime root."""
+    named = reaper.pids_referencing(state_dir.resolve())
+    return sorted({*named, *reaper.pids_referencing(browser_root(state_dir))})
+
+
+def kill_worker_processes(state_dir: Path) -> None:
+    reaper.kill_referencing(state_dir.resolve())
+    reaper.kill_referencing(browser_root(state_dir))
+
+
 def session_processes(state_dir: Path, session_id: str) -> list[int]:
-    return reaper.pids_referencing(state_dir / "sessions" / session_id)
+    return reaper.pids_referencing(browser_root(state_dir, session_id))

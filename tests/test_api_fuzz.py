@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_daemon import daemon
 
+from conftest import browser_root
 from worker import reaper
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
@@ -97,9 +98,9 @@ def answer(call: Any, request: Any) -> tuple[grpc.StatusCode, Any]:
 def no_browser_left(stubs: dict[str, Any]) -> None:
     """Stop answers once the browser exited; the sweep of its helpers
     (crashpad) follows within moments."""
-    sessions = Path(stubs["state"]).resolve() / "sessions"
+    runtime = browser_root(Path(stubs["state"]))
     deadline = time.monotonic() + 10
-    while (left := reaper.pids_referencing(sessions)) and time.monotonic() < deadline:
+    while (left := reaper.pids_referencing(runtime)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left
 

@@ -16,7 +16,15 @@ import websockets
 from playwright.async_api import async_playwright
 from websockets.asyncio.client import connect
 
-from conftest import ROOT, RunningWorker, eventually, session_page
+from conftest import (
+    ROOT,
+    RunningWorker,
+    browser_root,
+    eventually,
+    report_fault,
+    session_page,
+    session_processes,
+)
 from worker.pb import sandbox_pb2 as pb
 
 NODE_CLIENT = ROOT / "tests" / "js" / "puppeteer_drive.mjs"
@@ -191,6 +199,7 @@ async def test_clients_see_only_their_own_sessions(worker: RunningWorker) -> Non
 
 async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -> None:
     started = await worker.start()
+    bystander = await worker.start()
     url, token = endpoint(started)
     assert worker.server.manager is not None
     process = worker.server.manager.live[started.session_id].process
@@ -204,10 +213,22 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
                     await ws.recv()
         assert info.value.rcvd is not None and info.value.rcvd.code == 1011
 
-    async def ended() -> bool:
-        return bool((await worker.get(started.session_id)).status == pb.TERMINATED)
+    async def ended() -> Any:
+        got = await worker.get(started.session_id)
+        return got if got.status == pb.TERMINATED else None
 
-    await eventually(ended)
+    got = await eventually(ended)
+    assert got.termination_reason == pb.BROWSER_EXITED
+    assert (await worker.get(bystander.session_id)).status == pb.READY
+    await eventually(lambda: not session_processes(worker.config.state_dir, started.session_id))
+    assert worker.server.manager.in_use == 1
+    report_fault(
+        "test_automation::test_a_browser_crash_closes_connected_clients",
+        "browser SIGKILLed under a connected client",
+        "client closed with 1011; session ends BROWSER_EXITED; processes gone; capacity back",
+        "1 of 1 kept READY",
+        "n/a (not recorded)",
+    )
 
 
 async def test_the_daemons_own_cdp_calls_work_beside_a_client(
@@ -249,7 +270,7 @@ async def test_downloads_land_in_the_sessions_directory_whatever_path_a_client_n
             "() => { const a = document.createElement('a'); a.href = 'report.bin';"
             " a.download = 'report.bin'; document.body.appendChild(a); a.click(); }"
         )
-        downloads = worker.config.sessions_dir / started.session_id / "downloads"
+        downloads = browser_root(worker.config.state_dir, started.session_id) / "downloads"
         saved = await eventually(lambda: list(downloads.glob("report*.bin")), timeout=10)
         assert saved[0].read_text() == "quarterly numbers\n"
         assert not list(elsewhere.iterdir())
@@ -282,7 +303,7 @@ async def test_clients_and_pages_cannot_reach_the_workers_files(
             await cdp.send(
                 "DOM.setFileInputFiles", {"files": [state_db], "nodeId": found["nodeId"]}
             )
-        escape = str(worker.config.sessions_dir / started.session_id / "downloads" / ".." / "..")
+        escape = str(browser_root(worker.config.state_dir, started.session_id) / "downloads/../..")
         with pytest.raises(PlaywrightError, match="downloads directory"):
             await cdp.send("DOM.setFileInputFiles", {"files": [escape], "nodeId": found["nodeId"]})
         assert await page.evaluate("document.getElementById('f').files.length") == 0

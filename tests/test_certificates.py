@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from playwright.async_api import Page
 
-from conftest import RunningWorker, session_page, session_processes
+from conftest import RunningWorker, browser_root, session_page, session_processes
 from upstreams import (
     Interceptor,
     SecretsManager,
@@ -118,7 +118,7 @@ async def test_the_browsers_certificates_come_first_then_the_sessions(
             assert await status_of(page, second.url("api.example.test", "/second")) == 200
             got = await worker.get(started.session_id, created.browser_id)
             assert list(got.certificates) == certificates("file:origin-ca", arn)
-            db = worker.config.sessions_dir / started.session_id / "home" / ".pki" / "nssdb"
+            db = browser_root(worker.config.state_dir, started.session_id) / "home/.pki/nssdb"
             names = await asyncio.to_thread(nicknames, db)
     fingerprints = [fingerprint(ca)[:16] for ca in (tls_origin.ca, second_ca)]
     assert names == [f"sandbox-ca-00-{fingerprints[0]}", f"sandbox-ca-01-{fingerprints[1]}"]

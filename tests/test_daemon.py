@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from worker import reaper
+from conftest import kill_worker_processes, report_fault, worker_processes
 from worker.config import Config
 
 
@@ -58,7 +58,7 @@ def daemon(
         proc.wait(10)
         log.close()
         if reap:
-            reaper.kill_referencing(state_dir.resolve())
+            kill_worker_processes(state_dir)
 
 
 def cli(target: str, *args: str) -> Any:
@@ -123,10 +123,10 @@ def test_sigterm_drains_then_stops_sessions_and_exits_cleanly(tmp_path: Path) ->
     state = tmp_path / "state"
     with daemon(state, "--drain-timeout", "1") as (proc, info):
         cli(info["grpc"], "session", "start")
-        assert reaper.pids_referencing(state.resolve())
+        assert worker_processes(state)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        assert not reaper.pids_referencing(state.resolve())
+        assert not worker_processes(state)
         assert not list((state / "sessions").iterdir())
 
 
@@ -138,7 +138,7 @@ def frozen_orphans(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         ids = [cli(info["grpc"], "session", "start")["sessionId"] for _ in range(2)]
         # Freeze the browsers so they cannot exit by themselves when the
         # pipe closes: only the next worker's reaper can end them.
-        for pid in reaper.pids_referencing(state.resolve()):
+        for pid in worker_processes(state):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -146,7 +146,7 @@ def frozen_orphans(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     try:
         yield state, ids
     finally:
-        reaper.kill_referencing(state.resolve())
+        kill_worker_processes(state)
 
 
 def exited(pid: int) -> bool:
@@ -173,15 +173,23 @@ def test_restart_kills_frozen_orphans_and_marks_sessions_terminated(
 ) -> None:
     state, ids = frozen_orphans
     time.sleep(0.5)
-    assert reaper.pids_referencing(state.resolve()), "the frozen orphans should still exist"
+    assert worker_processes(state), "the frozen orphans should still exist"
     with daemon(state) as (_, info):
-        assert not reaper.pids_referencing(state.resolve())
+        assert not worker_processes(state)
         assert not list((state / "sessions").iterdir())
         runtime = Config.from_env({}, state_dir=state.resolve()).session_tmp_root
         assert not runtime.exists() or not list(runtime.iterdir())
         for sid in ids:
             got = cli(info["grpc"], "session", "get", sid)
             assert (got["status"], got["terminationReason"]) == ("TERMINATED", "WORKER_RESTARTED")
+    report_fault(
+        "test_daemon::test_restart_kills_frozen_orphans_and_marks_sessions_terminated",
+        f"daemon SIGKILLed with {len(ids)} live sessions (their browsers frozen)",
+        "restart kills every orphan browser and removes their directories; sessions"
+        " TERMINATED WORKER_RESTARTED",
+        "n/a (one daemon)",
+        "n/a (not recorded)",
+    )
 
 
 def test_a_second_worker_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from test_daemon import daemon
 
-from worker import reaper
+from conftest import worker_processes
 
 
 def loadtest(info: dict[str, Any], tmp_path: Path, *flags: str) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def test_a_load_run_reports_every_session_and_leaves_nothing(tmp_path: Path) -> 
         deadline = time.monotonic() + 10
         while list((state / "sessions").iterdir()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not reaper.pids_referencing(state.resolve())
+        assert not worker_processes(state)
         assert not list((state / "sessions").iterdir())
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker import cdp
-from worker.multiplexer import Client, ClientGone
+from worker.multiplexer import MAX_IN_FLIGHT, Client, ClientGone
 
 
 class Browser:
@@ -174,3 +174,25 @@ async def test_browser_get_version_goes_to_the_browser_until_it_is_known() -> No
     client, _ = await attached_client(browser)
     client.handle(json.dumps({"id": 8, "method": "Browser.getVersion"}))
     assert browser.sent[-1]["method"] == "Browser.getVersion"
+
+
+async def test_a_client_with_too_many_commands_in_flight_waits_for_room() -> None:
+    browser = Browser()
+    client, _ = await attached_client(browser)
+    first = len(browser.sent)
+    for i in range(MAX_IN_FLIGHT):
+        client.handle(json.dumps({"id": i, "method": "Target.getTargets"}))
+    room = asyncio.ensure_future(client.room())
+    await flush()
+    assert not room.done()  # the read loop would stop reading this client here
+    browser.answer({"id": browser.sent[first]["id"], "result": {"targetInfos": []}})
+    await flush()
+    assert room.done() and client.in_flight == MAX_IN_FLIGHT - 1
+    # Full again, and the browser never answers: only a close frees it.
+    client.handle(json.dumps({"id": 9999, "method": "Target.getTargets"}))
+    blocked = asyncio.ensure_future(client.room())
+    await flush()
+    assert not blocked.done()
+    client.shut(1001, "session ended")
+    await flush()
+    assert blocked.done()  # a close never leaves the read loop waiting

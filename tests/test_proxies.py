@@ -25,8 +25,12 @@ from test_daemon import daemon
 
 from conftest import (
     RunningWorker,
+    browser_root,
     connected_page,
     eventually,
+    make_config,
+    report_fault,
+    running_worker,
     session_page,
     session_processes,
 )
@@ -34,6 +38,7 @@ from upstreams import (
     HOST_OVERRIDES,
     PROXY_PASSWORD,
     PROXY_USER,
+    FlakyHTTP,
     Origin,
     Proxy,
     SecretsManager,
@@ -337,6 +342,42 @@ async def test_a_bad_secret_fails_the_start_and_leaves_nothing(
     assert not listed.items
 
 
+async def test_secrets_manager_failing_at_start_is_unavailable_and_leaves_nothing(
+    tmp_path: Path, moto: SecretsManager, tinyproxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = moto.put_credentials(f"outage-{os.getpid()}", PROXY_USER, "hunter2-outage")
+    # Every request to Secrets Manager answered 503/500 by the injector;
+    # moto behind it keeps the secret.
+    flaky = FlakyHTTP(int(moto.endpoint.rsplit(":", 1)[1]), fail_every=1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{flaky.port}")
+    try:
+        async with running_worker(make_config(tmp_path)) as worker:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await worker.start(proxy_configuration=routing(external(tinyproxy, secret=arn)))
+            manager = worker.server.manager
+            assert manager is not None and manager.in_use == 0
+            assert not list(worker.config.sessions_dir.iterdir())
+            assert not session_processes(worker.config.state_dir, "")
+            listed = await worker.sessions.ListBrowserSessions(pb.ListBrowserSessionsRequest())
+            assert not listed.items
+            monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+    finally:
+        flaky.close()
+    assert flaky.failed >= 2  # botocore retried before giving up
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    message = caught.value.details() or ""
+    assert "credentials.basic_auth.secret_arn" in message and arn in message
+    assert "try again" in message and "hunter2" not in message
+    report_fault(
+        "test_proxies::test_secrets_manager_failing_at_start_is_unavailable_and_leaves_nothing",
+        "Secrets Manager answers every request 500/503 during StartBrowserSession",
+        f"UNAVAILABLE naming the field, after {flaky.failed} tries; no session, process or"
+        " directory left",
+        "n/a",
+        "nothing started, the secret never logged",
+    )
+
+
 async def test_a_relay_that_dies_comes_back_with_every_listener(
     worker: RunningWorker, origin: Origin, tinyproxy: Proxy
 ) -> None:
@@ -357,6 +398,13 @@ async def test_a_relay_that_dies_comes_back_with_every_listener(
 
         assert await eventually(routed_again, timeout=15)
     assert relay.restarts == 1
+    report_fault(
+        "test_proxies::test_a_relay_that_dies_comes_back_with_every_listener",
+        "proxy relay process SIGKILLed mid-session",
+        "relay restarted with every listener on its old port; the page routes again",
+        "the session itself kept",
+        "n/a",
+    )
 
 
 async def test_sessions_without_a_proxy_never_touch_the_relay(
@@ -425,8 +473,9 @@ async def test_the_password_is_in_no_log_response_state_file_or_browser_process(
                     assert pids
                     for pid in pids:
                         seen.update(process_view(pid))
-                    for file, body in files_under(state / "sessions" / sid):
-                        seen[str(file)] = body
+                    for tree in (state / "sessions" / sid, browser_root(state, sid)):
+                        for file, body in files_under(tree):
+                            seen[str(file)] = body
                 assert squid.log_lines(path), "the request did not go through squid"
                 got = await sessions.GetBrowserSession(pb.GetBrowserSessionRequest(session_id=sid))
                 listed = await sessions.ListBrowserSessions(pb.ListBrowserSessionsRequest())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from recorder import metadata, redact
-from recorder.batch import BatchInfo, BatchWriter, salvage, sidecar
+from recorder.batch import BatchInfo, BatchWriter, WriteFailed, salvage, sidecar
 from recorder.stream import Stream, now_ms
 
 
@@ -118,3 +123,58 @@ def test_metadata_says_incomplete_when_sequence_numbers_are_missing() -> None:
     assert meta["complete"] is False and "(3, 6)" in meta["incompleteReasons"][0]
     assert meta["durationMs"] == 4000 and meta["eventCount"] == 4
     assert "(3, 9)" in metadata.build(facts, end, inside)["incompleteReasons"][0]
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC, as on a full spool disk."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def write(self, _data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self._real.close()
+
+    def fileno(self) -> int:
+        return int(self._real.fileno())
+
+
+def test_a_failed_write_leaves_the_open_batch_whole_at_its_last_flush(tmp_path: Path) -> None:
+    writer = BatchWriter(tmp_path, max_bytes=1 << 20, max_age_s=60)
+    first = [(float(i), json.dumps({"seq": i + 1, "n": i})) for i in range(5)]
+    assert writer.write(first, 1) == []
+    writer._file = _FullDisk(writer._file)  # the disk fills now
+    more = [(float(i), json.dumps({"seq": i + 1, "n": i})) for i in range(5, 9)]
+    with pytest.raises(WriteFailed) as failed:
+        writer.write(more, 6)
+    assert failed.value.kept_through == 5
+    [kept] = failed.value.closed
+    data = (tmp_path / kept.file).read_bytes()
+    lines = gzip.decompress(data).decode().splitlines()  # a whole gzip file
+    assert [json.loads(line)["n"] for line in lines] == [0, 1, 2, 3, 4]
+    side = json.loads(sidecar(tmp_path, kept.n).read_text())
+    assert side["sha256"] == hashlib.sha256(data).hexdigest() and side["lastSeq"] == 5
+    # The writer carries on with a new batch once the disk has room.
+    assert writer.write(more, 6) == [] and writer.info is not None and writer.info.n == 2
+    assert writer.close() is not None
+
+
+def test_a_failed_first_write_of_a_batch_leaves_no_file(tmp_path: Path) -> None:
+    writer = BatchWriter(tmp_path, max_bytes=1 << 20, max_age_s=60)
+    real_open = writer._open
+
+    def open_on_full_disk() -> BatchInfo:
+        info = real_open()
+        writer._file = _FullDisk(writer._file)
+        return info
+
+    writer._open = open_on_full_disk  # type: ignore[method-assign]
+    with pytest.raises(WriteFailed) as failed:
+        writer.write([(1.0, '{"seq": 1}')], 1)
+    assert failed.value.closed == [] and failed.value.kept_through == 0
+    assert list(tmp_path.iterdir()) == []

@@ -4,10 +4,13 @@ session runs, metadata.json last, nothing lost when S3 goes away for 30 s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,9 +21,16 @@ from recordings import contiguous, custom, events_of, recording_browser, s3_batc
 from test_daemon import daemon
 from test_recording import drive
 
-from conftest import connected_page, eventually, make_config, running_worker, session_page
+from conftest import (
+    connected_page,
+    eventually,
+    make_config,
+    report_fault,
+    running_worker,
+    session_page,
+)
 from recorder import replay
-from upstreams import FaultProxy, SecretsManager
+from upstreams import FaultProxy, FlakyHTTP, SecretsManager
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
@@ -97,8 +107,17 @@ async def test_s3_unreachable_for_30s_mid_session_loses_no_batch(
     assert len(meta["batches"]) == len(s3_batches(objects)) >= 10
     texts = {c["text"] for c in custom(events, "console")}
     assert {f"during outage {m} {i}" for m in ("refuse", "stall") for i in range(15)} <= texts
-    assert sum(s.value for m in retries.collect() for s in m.samples) > 0
+    retried = sum(s.value for m in retries.collect() for s in m.samples if s.name.endswith("total"))
+    assert retried > 0
     assert not moto.s3().list_multipart_uploads(Bucket=bucket).get("Uploads")
+    report_fault(
+        "test_recording_s3::test_s3_unreachable_for_30s_mid_session_loses_no_batch",
+        "S3 refuses connections for 15 s, then accepts and never answers for 15 s",
+        f"{len(meta['batches'])} batches uploaded after, {retried:.0f} retries counted,"
+        " 0 multipart uploads left",
+        "session ran on",
+        f"0 of {len(events)} events; recording complete",
+    )
 
 
 def _listed(moto: SecretsManager, bucket: str, prefix: str) -> list[str]:
@@ -155,6 +174,13 @@ async def test_a_killed_daemons_spool_is_uploaded_at_restart_and_marked_incomple
     assert "the worker stopped" in meta["incompleteReasons"][0]
     assert contiguous(events) and len(events) == meta["eventCount"] > 0
     assert "Order form" in json.dumps(events)
+    report_fault(
+        "test_recording_s3::test_a_killed_daemons_spool_is_uploaded_at_restart_and_marked_incomplete",
+        "daemon SIGKILLed with a recorded session and spooled batches (S3 away)",
+        "restart uploads the spool; session TERMINATED WORKER_RESTARTED; metadata says why",
+        "n/a (one daemon)",
+        f"0 of {len(events)} spooled events; recording marked incomplete",
+    )
 
 
 async def test_a_full_spool_drops_events_counts_them_and_marks_the_recording_incomplete(
@@ -176,13 +202,81 @@ async def test_a_full_spool_drops_events_counts_them_and_marks_the_recording_inc
         objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=60)
         metrics = worker.server.metrics
         dropped = metrics.recording_dropped.labels("spool")._value.get()
-        finished = metrics.recordings_finished.labels("false")._value.get()
+        # Counted once the uploader has confirmed metadata.json, a moment
+        # after S3 lists it.
+        finished = metrics.recordings_finished.labels("false")
+        await eventually(lambda: finished._value.get() == 1, timeout=10)
     meta = json.loads(objects[f"{folder}metadata.json"])
     assert meta["complete"] is False and meta["droppedEvents"] == dropped > 0
     assert any("spool was full" in r for r in meta["incompleteReasons"])
-    assert finished == 1
     events = events_of(s3_batches(objects))
     assert events and len(events) == meta["eventCount"]  # what was kept is whole
+    report_fault(
+        "test_recording_s3::test_a_full_spool_drops_events_counts_them_and_marks_the_recording_incomplete",
+        "spool reaches SANDBOX_RECORDING_SPOOL_MAX_MB (1 MiB) while S3 is away",
+        "new events dropped and counted (metric, metadata); kept batches uploaded later",
+        "session ran on",
+        f"{dropped:.0f} events dropped by policy, all counted; 0 kept events lost",
+    )
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[None]:
+    """A tmpfs of `size` mounted at `path`: a disk that really fills."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+async def test_a_full_spool_disk_drops_events_says_so_and_the_daemon_stays_up(
+    tmp_path: Path, web: str, moto: SecretsManager, s3_faults: FaultProxy
+) -> None:
+    bucket = moto.bucket()
+    spool = tmp_path / "small-spool"
+    with small_disk(spool, "3m"):
+        config = s3_config(
+            tmp_path, f"http://127.0.0.1:{s3_faults.port}", recording_spool_dir=spool
+        )
+        async with running_worker(config) as worker:
+            browser_id = await recording_browser(worker, "small_disk", bucket=bucket)
+            s3_faults.set("refuse")  # nothing leaves the spool: the disk fills
+            async with session_page(worker, browser_identifier=browser_id) as (page, started):
+                await page.goto(f"{web}/record.html")
+                for _ in range(8):  # ~4 MB of text that gzip cannot shrink much
+                    await page.evaluate(NOISE)
+                    await page.wait_for_timeout(300)
+                free = os.statvfs(spool)
+                assert free.f_bavail * free.f_frsize < 2 * 1024 * 1024  # it did fill
+                # The daemon and other sessions carry on meanwhile.
+                other = await worker.start()
+                assert other.status == pb.READY
+                await worker.stop(other.session_id)
+            s3_faults.set("pass")
+            folder = f"runs/{started.session_id}/"
+            objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=60)
+            dropped = worker.server.metrics.recording_dropped.labels("disk")._value.get()
+        meta = json.loads(objects[f"{folder}metadata.json"])
+        assert meta["complete"] is False and meta["droppedEvents"] == dropped > 0
+        assert any("spool's disk was full" in r for r in meta["incompleteReasons"])
+        events = events_of(s3_batches(objects))
+        assert events and len(events) == meta["eventCount"]  # what was kept is whole
+        assert not list(spool.glob("*/batch-*"))  # uploaded once S3 came back
+    report_fault(
+        "test_recording_s3::test_a_full_spool_disk_drops_events_says_so_and_the_daemon_stays_up",
+        "spool on a 3 MiB tmpfs that fills (S3 away)",
+        "events dropped and counted (metric, log line, metadata); daemon up, new session started",
+        "new session started and stopped meanwhile",
+        f"{dropped:.0f} events dropped by policy, all counted; 0 kept events lost",
+    )
 
 
 NOISE = """
@@ -197,3 +291,40 @@ NOISE = """
   document.body.appendChild(p);
 })()
 """
+
+
+async def test_a_slow_s3_failing_every_third_request_loses_nothing(
+    tmp_path: Path, web: str, moto: SecretsManager
+) -> None:
+    bucket = moto.bucket()
+    # Every third request a 503 SlowDown or 500 InternalError; each of the
+    # others held 1.5 s before moto sees it. moto's own state is untouched.
+    flaky = FlakyHTTP(int(moto.endpoint.rsplit(":", 1)[1]), fail_every=3, delay_s=1.5)
+    try:
+        config = s3_config(tmp_path, f"http://127.0.0.1:{flaky.port}")
+        async with running_worker(config) as worker:
+            browser_id = await recording_browser(worker, "flaky", bucket=bucket)
+            async with session_page(worker, browser_identifier=browser_id) as (page, started):
+                await drive(page, web)
+                for i in range(5):  # several batches (1 s age), each uploaded through it
+                    await page.evaluate(f"console.log('through flaky s3 {i}')")
+                    await asyncio.sleep(1)
+            folder = f"runs/{started.session_id}/"
+            objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=90)
+    finally:
+        flaky.close()
+    assert flaky.failed >= 2, "the faults were injected"
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    assert meta["complete"] is True, meta["incompleteReasons"]
+    events = events_of(s3_batches(objects))
+    assert contiguous(events) and len(events) == meta["eventCount"]
+    texts = [c["text"] for c in custom(events, "console")]
+    assert all(f"through flaky s3 {i}" in texts for i in range(5))
+    assert not moto.s3().list_multipart_uploads(Bucket=bucket).get("Uploads")
+    report_fault(
+        "test_recording_s3::test_a_slow_s3_failing_every_third_request_loses_nothing",
+        "S3 answers every 3rd request 503 SlowDown / 500 InternalError, holds the rest 1.5 s",
+        f"{flaky.failed} injected errors retried; every batch and metadata.json uploaded",
+        "session ran on",
+        f"0 of {len(events)} events; recording complete",
+    )

@@ -14,7 +14,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import RunningWorker, eventually, make_config, running_worker, session_processes
+from conftest import (
+    RunningWorker,
+    browser_root,
+    eventually,
+    make_config,
+    report_fault,
+    running_worker,
+    session_processes,
+)
 from worker.pb import sandbox_pb2 as pb
 
 
@@ -87,8 +95,12 @@ async def test_a_started_session_is_ready_with_an_endpoint_and_a_token(
 async def test_session_directories_are_private(worker: RunningWorker) -> None:
     started = await worker.start()
     root = worker.config.state_dir / "sessions" / started.session_id
-    for sub in ("", "profile", "home", "downloads"):
-        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700, sub
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    own = browser_root(worker.config.state_dir, started.session_id)
+    for sub in ("", "profile", "home", "downloads", "tmp"):
+        assert stat.S_IMODE((own / sub).stat().st_mode) == 0o700, sub
+    # The runtime root lets browsers' users through, but not list it.
+    assert stat.S_IMODE(own.parent.stat().st_mode) == 0o711
 
 
 async def test_stop_terminates_and_leaves_no_process_or_directory(worker: RunningWorker) -> None:
@@ -323,4 +335,12 @@ async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
         assert (await worker.get(other.session_id)).status == pb.READY  # only that one
         manager = worker.server.manager
         assert manager is not None and manager.in_use == 1
+        report_fault(
+            "test_sessions::test_a_hung_browser_is_killed_and_its_session_ends_unresponsive",
+            "browser SIGSTOPped (CDP goes silent)",
+            "watchdog kills it; session ends BROWSER_UNRESPONSIVE; processes and dirs gone;"
+            " capacity back",
+            "1 of 1 kept READY",
+            "n/a (not recorded)",
+        )
         await worker.stop(other.session_id)

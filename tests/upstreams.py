@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import http.client
 import http.server
 import json
 import os
@@ -448,6 +449,77 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+class FlakyHTTP:
+    """An HTTP forwarder in front of moto that answers every `fail_every`-th
+    request itself with a 503 SlowDown or a 500 InternalError (alternating,
+    as S3 does under load), and holds every forwarded request `delay_s`
+    first: an S3 that is slow and intermittently failing, while the server
+    behind keeps its state. Counts what it did."""
+
+    def __init__(self, upstream_port: int, fail_every: int = 0, delay_s: float = 0.0) -> None:
+        self.fail_every, self.delay_s = fail_every, delay_s
+        self.requests = self.failed = 0
+        self._lock = threading.Lock()
+        flaky = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with flaky._lock:
+                    flaky.requests += 1
+                    fail = flaky.fail_every and flaky.requests % flaky.fail_every == 0
+                    if fail:
+                        flaky.failed += 1
+                if fail:
+                    status, code = (503, "SlowDown") if flaky.failed % 2 else (500, "InternalError")
+                    error = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+                    self._answer(status, {"Content-Type": "application/xml"}, error.encode())
+                    return
+                time.sleep(flaky.delay_s)
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    reply = upstream.getresponse()
+                    data = reply.read()
+                    hop = ["connection", "transfer-encoding"]
+                    if self.command != "HEAD":  # a HEAD's length is the object's
+                        hop.append("content-length")
+                    kept = {k: v for k, v in reply.getheaders() if k.lower() not in hop}
+                    self._answer(reply.status, kept, data)
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if "content-length" not in {k.lower() for k in headers}:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
 
 
 @pytest.fixture

@@ -56,6 +56,18 @@ class Config:
     watchdog_timeout_s: float = 15.0
     # Seconds SIGTERM waits for running sessions before stopping them.
     drain_timeout_s: float = 30.0
+    # Chromium's own sandbox: "auto" turns it on when the daemon is root and
+    # the kernel lets an unprivileged user create user namespaces (each
+    # browser then runs as its own uid from browser_uid_base up); "on"
+    # refuses to start without it; "off" runs browsers as the daemon's user
+    # (as root, with --no-sandbox).
+    browser_sandbox: str = "auto"
+    browser_uid_base: int = 200000
+    # Each browser's tree gets a cgroup with these limits (v2, or v1 memory
+    # and cpu on older hosts). Past the memory limit the kernel kills inside
+    # that session only, and the session ends OUT_OF_MEMORY. 0: no limit.
+    session_memory_mb: int = 4096
+    session_cpus: float = 0.0
     # Seconds to wait for a killed browser's process to be reaped.
     kill_timeout_s: float = 5.0
     # Open an about:blank tab at launch, for scripts that expect
@@ -151,6 +163,14 @@ class Config:
             raise ConfigError("tls_cert_file, tls_key_file: set both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
+        if self.browser_sandbox not in ("auto", "on", "off"):
+            raise ConfigError("browser_sandbox: must be auto, on or off")
+        if not 1000 <= self.browser_uid_base <= 2**31 - 1 - 4096:
+            raise ConfigError("browser_uid_base: must be a uid from 1000 to 2147479551")
+        if self.session_memory_mb < 0 or self.session_cpus < 0:
+            raise ConfigError("session_memory_mb, session_cpus: must not be negative")
+        if 0 < self.session_memory_mb < 64:
+            raise ConfigError("session_memory_mb: below 64 MiB no browser starts")
         if self.watchdog_interval_s < 0 or self.watchdog_timeout_s <= 0:
             raise ConfigError("watchdog_interval_s, watchdog_timeout_s: must not be negative")
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import cdp
+from worker import browser_user, cdp, limits
 
 # Every flag and why. Background-traffic flags matter because a session's
 # requests go through its proxy and into its recording: the browser must not
@@ -62,6 +63,13 @@ class LaunchSpec:
     host_rules: str = ""
     # More environment, e.g. SSL_CERT_FILE for clients inside the session.
     extra_env: tuple[tuple[str, str], ...] = ()
+    # The browser's own user (see browser_user); None: the daemon's user.
+    uid: int | None = None
+    # Chromium's sandbox off: as root it refuses to run otherwise, and some
+    # hosts (seccomp profiles, AppArmor) forbid the user namespaces it needs.
+    no_sandbox: bool = False
+    # The session's cgroup.procs files (limits): the tree starts inside.
+    cgroup_procs: tuple[Path, ...] = ()
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -70,8 +78,8 @@ def command_line(spec: LaunchSpec) -> list[str]:
     if spec.flavour == "chromium":
         # In Chromium 156 --headless is the new headless (full browser).
         argv.append("--headless")
-    if os.geteuid() == 0:
-        argv.append("--no-sandbox")  # Chromium refuses to sandbox as root
+    if spec.no_sandbox:
+        argv.append("--no-sandbox")
     if _small_dev_shm():
         argv.append("--disable-dev-shm-usage")  # a small /dev/shm crashes renderers
     argv += [
@@ -94,6 +102,17 @@ def command_line(spec: LaunchSpec) -> list[str]:
         # No initial tab: the default browser context still exists (clients'
         # `browser.contexts[0]`), and pages open when a client asks.
         argv.append("--no-startup-window")
+    return argv
+
+
+def spawn_argv(spec: LaunchSpec) -> list[str]:
+    """What is exec'd: the browser's command line, behind `setpriv` when the
+    browser runs as a user of its own."""
+    argv = command_line(spec)
+    if spec.uid is not None:
+        argv = [browser_user.setpriv_path(), *browser_user.drop_args(spec.uid), *argv]
+    if spec.cgroup_procs:
+        argv = limits.join_argv(list(spec.cgroup_procs), argv)
     return argv
 
 
@@ -163,6 +182,10 @@ class BrowserProcess:
 
 def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     """Spawn a browser; returns (pid, fd reading from it, fd writing to it)."""
+    if (spec.uid is not None or spec.cgroup_procs) and not os.access(spec.binary, os.X_OK):
+        # setpriv would exec it only after the spawn had succeeded; say it
+        # now, as a direct spawn does.
+        raise FileNotFoundError(errno.ENOENT, "browser binary not executable", str(spec.binary))
     to_browser_r, to_browser_w = os.pipe()
     from_browser_r, from_browser_w = os.pipe()
     # Move the child's ends above 10 so the dup2 to 3 and 4 below can never
@@ -172,9 +195,10 @@ def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     os.close(to_browser_r)
     os.close(from_browser_w)
     try:
+        argv = spawn_argv(spec)
         pid = os.posix_spawn(
-            str(spec.binary),
-            command_line(spec),
+            argv[0],
+            argv,
             environment(spec),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

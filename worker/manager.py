@@ -17,8 +17,8 @@ import structlog
 from certstore import validate as certstore_validate
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate, CertificateError
-from worker import ids, reaper, recordings, validation
-from worker.config import Config
+from worker import browser_user, ids, reaper, recordings, validation
+from worker.config import Config, ConfigError
 from worker.errors import (
     AlreadyExists,
     BrowserStartError,
@@ -29,6 +29,7 @@ from worker.errors import (
     Unavailable,
     WorkerError,
 )
+from worker.limits import Cgroups, Limits
 from worker.metrics import LiveSession, Metrics, State
 from worker.model import (
     DEFAULT_BROWSER_ID,
@@ -56,6 +57,39 @@ log = structlog.get_logger(__name__)
 ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
 
 
+def sandbox_plan(config: Config) -> browser_user.Plan:
+    """Chromium's sandbox, and a uid per browser when the daemon is root."""
+    try:
+        # Live and pooled browsers are bounded by max_sessions; closing ones
+        # keep their uid until their sweep is done, hence the headroom.
+        plan = browser_user.plan(
+            config.browser_sandbox, config.browser_uid_base, 2 * config.max_sessions + 16
+        )
+    except browser_user.SandboxUnavailable as exc:
+        raise ConfigError(f"browser_sandbox: 'on', but {exc}") from None
+    if plan.chromium_sandbox:
+        log.info("worker.browser_sandbox", users="per browser" if plan.uids else "daemon's")
+    else:
+        log.warning("worker.browser_sandbox_off", reason=plan.reason)
+    return plan
+
+
+def session_cgroups(config: Config) -> Cgroups | None:
+    wanted = Limits(config.session_memory_mb * 1024 * 1024, config.session_cpus)
+    name = config.session_tmp_root.name  # one worker's, per state directory
+    found = Cgroups.discover(name, wanted)
+    if isinstance(found, str):
+        log.warning("worker.session_limits_off", reason=found)
+        return None
+    log.info(
+        "worker.session_limits",
+        cgroup_version=found.version,
+        memory_mb=config.session_memory_mb,
+        cpus=config.session_cpus,
+    )
+    return found
+
+
 class SessionManager:
     def __init__(
         self,
@@ -71,6 +105,8 @@ class SessionManager:
         self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
         self.trust = NSSStores(config.state_dir / "nss-cache")
         self.recorder = recordings.recorder(config, self.metrics)
+        self.sandbox = sandbox_plan(config)
+        self.cgroups = session_cgroups(config)
         self.live: dict[str, Session] = {}
         self.draining = False
         self._idle = asyncio.Event()
@@ -104,10 +140,14 @@ class SessionManager:
         """Reap what a killed earlier run left: browsers, directories, rows."""
         sessions_dir = self.config.sessions_dir
         sessions_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        killed = reaper.kill_referencing(sessions_dir)
+        tmp_root = self.config.session_tmp_root
+        # Browsers name their profile (under the runtime root); helpers may
+        # name either tree.
+        if self.cgroups is not None:
+            self.cgroups.remove_all()  # kills what runs inside them
+        killed = reaper.kill_referencing(tmp_root) + reaper.kill_referencing(sessions_dir)
         self.metrics.orphans_reaped.inc(killed)
         leftover = [p for p in sessions_dir.iterdir() if p.is_dir()]
-        tmp_root = self.config.session_tmp_root
         for path in leftover:
             sweep(path, tmp_root / path.name, self.config.kill_timeout_s)
         if tmp_root.is_dir():
@@ -277,6 +317,8 @@ class SessionManager:
             trust=self.trust,
             metrics=self.metrics,
             pooled=True,
+            sandbox=self.sandbox,
+            cgroups=self.cgroups,
         )
         try:
             await session.launch()
@@ -395,6 +437,8 @@ class SessionManager:
             certificates,
             self.metrics,
             recording=recording,
+            sandbox=self.sandbox,
+            cgroups=self.cgroups,
         )
         self.live[session_id] = session
         self._idle.clear()

@@ -42,6 +42,11 @@ DOWNLOAD_METHODS = ("Browser.setDownloadBehavior", "Page.setDownloadBehavior")
 URL_METHODS = ("Page.navigate", "Target.createTarget", "Network.loadNetworkResource")
 LOCAL_SCHEMES = ("file:", "view-source:file:", "filesystem:")
 SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
+# Commands one client may have at the browser at once. Past this the
+# endpoint stops reading that client (TCP pushes back on it), so a flood
+# queues in the flooder's own socket, not in the browser or the daemon.
+# Playwright and Puppeteer keep a few dozen in flight at most.
+MAX_IN_FLIGHT = 512
 
 
 # Told of every client command and its answer (the session recording):
@@ -89,6 +94,9 @@ class Client:
         self.contexts: set[str] = set()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_limit)
         self.closed = False
+        self.in_flight = 0
+        self._room = asyncio.Event()  # set while in_flight < MAX_IN_FLIGHT
+        self._room.set()
         self.close_code = 1000
         self.close_reason = ""
 
@@ -109,6 +117,7 @@ class Client:
             return
         self.closed = True
         self.close_code, self.close_reason = code, reason
+        self._room.set()  # a read loop waiting for room must see the close
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
         if self._queue.full():
@@ -189,14 +198,23 @@ class Client:
             return
 
         sent = time.perf_counter()
+        self.in_flight += 1
+        if self.in_flight >= MAX_IN_FLIGHT:
+            self._room.clear()
 
         def on_reply(reply: Message) -> None:
+            self.in_flight -= 1
+            self._room.set()
             self._note_reply(method, params, reply)
             self._reply(msg_id, explicit, reply)
             took_ms = (time.perf_counter() - sent) * 1000
             self._observe(self.number, method, params, reply, took_ms)
 
         self._conn.send(method, params, target, on_reply)
+
+    async def room(self) -> None:
+        """Wait until the client may send the browser another command."""
+        await self._room.wait()
 
     def _host_access(self, method: str, params: dict[str, Any]) -> str:
         """Why a command would reach the worker's files, or ""."""
@@ -359,6 +377,7 @@ class Multiplexer:
                     break
                 self._count_in()
                 client.handle(raw)
+                await client.room()
         except ClientGone as gone:
             client.shut(gone.code, gone.reason)
         except Exception as exc:  # the browser died under an attach, etc.
@@ -369,10 +388,16 @@ class Multiplexer:
             client.shut(client.close_code, client.close_reason)
             if not self._conn.closed:
                 client.release()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, 5)
-            if not writer.done():
-                writer.cancel()
+            try:
+                await asyncio.wait_for(writer, 5)  # cancels the writer on timeout
+            except TimeoutError:
+                # It reads nothing, so not our close frame either: cut it
+                # now rather than hold it through websockets' close timeout.
+                transport = getattr(ws, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            except Exception as exc:  # the socket broke under the writer
+                log.debug("automation.writer_error", error=type(exc).__name__)
 
     def close_all(self, code: int, reason: str) -> None:
         for client in list(self.clients):

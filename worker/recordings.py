@@ -13,6 +13,7 @@ from worker.metrics import Metrics
 from worker.model import (
     BROWSER_EXITED,
     BROWSER_UNRESPONSIVE,
+    OUT_OF_MEMORY,
     START_FAILED,
     BrowserConfig,
     SessionRecord,
@@ -23,6 +24,7 @@ INCOMPLETE = {
     BROWSER_EXITED: "the browser exited: events its pages had not sent yet are lost",
     START_FAILED: "the browser did not start",
     BROWSER_UNRESPONSIVE: "the browser hung and was killed: events its pages held are lost",
+    OUT_OF_MEMORY: "the session reached its memory limit: events its pages held are lost",
 }
 
 
@@ -76,3 +78,5 @@ async def end(
         metrics.recording_dropped.labels("memory").inc(recording.stream.dropped)
     if recording.spool_dropped:
         metrics.recording_dropped.labels("spool").inc(recording.spool_dropped)
+    if recording.disk_dropped:
+        metrics.recording_dropped.labels("disk").inc(recording.disk_dropped)

@@ -96,6 +96,14 @@ class SecretResolver:
             answer = self._client(match.group(1)).get_secret_value(SecretId=ref)
         except boto_errors.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "error"))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status >= 500 or code in ("ThrottlingException", "InternalServiceError"):
+                # Secrets Manager's own trouble, after botocore's retries:
+                # the caller may try again; the secret itself may be fine.
+                raise Unavailable(
+                    f"{field}: Secrets Manager failed for '{ref}' ({code}, HTTP {status});"
+                    " try again"
+                ) from None
             why = {
                 "ResourceNotFoundException": "does not exist",
                 "AccessDeniedException": "cannot be read by the worker (access denied)",

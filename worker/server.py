@@ -83,6 +83,9 @@ class WorkerServer:
     async def start(self) -> None:
         config = self.config
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The state database, spool and local recordings inside are the
+        # daemon's alone, whatever mode an existing directory was given.
+        config.state_dir.chmod(0o700)
         self._lock = _lock_state_dir(config)
         self._store = Store(config.db_path)
         # The relay runs from the start, so no proxied session waits for a
@@ -214,6 +217,8 @@ class WorkerServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.manager is not None:
             await self.manager.drain(timeout)
+            if self.manager.cgroups is not None:
+                self.manager.cgroups.close()  # every session's cgroup is gone
             # After the sessions: their last batches are in the spool now.
             flushed = await self.manager.recorder.stop(self.config.recording_flush_timeout_s)
             if not flushed:

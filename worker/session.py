@@ -24,14 +24,16 @@ from certstore import bundle
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
 from recorder.recording import Recording
-from worker import launcher, reaper, recordings
+from worker import browser_user, launcher, reaper, recordings
 from worker.cdp import CDPError
 from worker.config import Config
 from worker.errors import Unavailable
+from worker.limits import Cgroups
 from worker.metrics import Metrics
 from worker.model import (
     BROWSER_EXITED,
     BROWSER_UNRESPONSIVE,
+    OUT_OF_MEMORY,
     READY,
     START_FAILED,
     TERMINATED,
@@ -45,7 +47,11 @@ from worker.routing import ProxyConfig
 log = structlog.get_logger(__name__)
 
 # Close codes sent to automation clients when their session ends.
-CLOSE_CODES = {BROWSER_EXITED: 1011}
+CLOSE_CODES = {BROWSER_EXITED: 1011, OUT_OF_MEMORY: 1011}
+# Endings where the browser died under the session: its log says why.
+CRASHES = (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE, OUT_OF_MEMORY)
+# How often a session's cgroup is checked for OOM kills (one small read).
+MEMORY_POLL_S = 0.5
 
 
 class Session:
@@ -63,6 +69,8 @@ class Session:
         metrics: Metrics | None = None,
         pooled: bool = False,
         recording: Recording | None = None,
+        sandbox: browser_user.Plan | None = None,
+        cgroups: Cgroups | None = None,
     ) -> None:
         self.record = record
         self.token = token
@@ -75,6 +83,11 @@ class Session:
         self._certificates = list(certificates)  # validated, tool-level first
         self._metrics = metrics
         self.recording = recording
+        self._sandbox = sandbox or browser_user.Plan(False, None)
+        self._uids = self._sandbox.uids
+        self._cgroups = cgroups
+        self._memory_watch: asyncio.Task[None] | None = None
+        self.uid: int | None = None  # the browser's own user, when sandboxed
         self.requested_at = time.perf_counter()  # StartBrowserSession arrived
         # False for a pooled browser until a session claims it: until then
         # it has no record to persist and no session to count.
@@ -100,17 +113,31 @@ class Session:
 
     @property
     def tmp_directory(self) -> Path:
+        """Everything the browser itself writes: profile, HOME (its NSS
+        store), downloads and TMPDIR. It lives under the runtime root in the
+        system temp directory, which every user can traverse, so a sandboxed
+        browser's uid reaches it wherever the state directory is."""
         return self._config.session_tmp_root / self.session_id
+
+    @property
+    def home(self) -> Path:
+        return self.tmp_directory / "home"
 
     # -- start
 
     def make_dirs(self) -> launcher.LaunchSpec:
         """Create the 0700 directories and say how the browser launches."""
-        root = self.directory
-        for sub in ("", "profile", "home", "downloads"):
-            (root / sub).mkdir(mode=0o700, exist_ok=sub != "")
-        self._config.session_tmp_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.tmp_directory.mkdir(mode=0o700)
+        self.directory.mkdir(mode=0o700)
+        runtime = self._config.session_tmp_root
+        runtime.mkdir(mode=0o711, parents=True, exist_ok=True)
+        runtime.chmod(0o711)  # browsers' uids may pass through, never list it
+        own = self.tmp_directory
+        for sub in ("", "profile", "home", "downloads", "tmp"):
+            (own / sub).mkdir(mode=0o700, exist_ok=sub != "")
+        if self._uids is not None:
+            self.uid = self._uids.acquire()
+            browser_user.hand_over(own, self.uid)
+        procs = self._cgroups.create(self.session_id) if self._cgroups is not None else []
         binary = (
             self._config.chromium_path
             if self.record.flavour == "chromium"
@@ -119,16 +146,19 @@ class Session:
         return launcher.LaunchSpec(
             binary=binary,
             flavour=self.record.flavour,
-            profile_dir=root / "profile",
-            home_dir=root / "home",
-            tmp_dir=self.tmp_directory,
-            log_path=root / "browser.log",
+            profile_dir=own / "profile",
+            home_dir=own / "home",
+            tmp_dir=own / "tmp",
+            log_path=self.directory / "browser.log",
             window_width=self.record.viewport.width,
             window_height=self.record.viewport.height,
             extra_args=self._config.extra_chromium_args,
             first_tab=self._config.first_tab,
             proxy_server=f"http://127.0.0.1:{self.proxy_port}" if self.proxy_port else "",
             host_rules=self._config.chromium_host_rules(),
+            uid=self.uid,
+            no_sandbox=not self._sandbox.chromium_sandbox,
+            cgroup_procs=tuple(procs),
         )
 
     async def start(self) -> None:
@@ -183,7 +213,7 @@ class Session:
             count_out,
             self._window_defaults,
             self._client_command,
-            str(self.directory / "downloads"),
+            str(self.tmp_directory / "downloads"),
         )
 
     def _window_defaults(self) -> dict[str, Any]:
@@ -240,8 +270,7 @@ class Session:
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
         self._certificates = list(certificates)
         if self._certificates:
-            home = self.directory / "home"
-            await asyncio.to_thread(self._add_trust, home)
+            await asyncio.to_thread(self._add_trust, self.home)
         proxy = record.proxy_config
         if proxy is not None and self._relay is not None and self.proxy_port:
             await self._relay.update(self.session_id, proxy, list(proxy_auth))
@@ -259,6 +288,8 @@ class Session:
             assert self._trust is not None
             self._trust.install(spec.home_dir, self._certificates)
         pem = str(bundle.write(spec.home_dir / "ca-bundle.pem", self._certificates))
+        if self.uid is not None:
+            browser_user.hand_over(spec.home_dir, self.uid)
         return dataclasses.replace(
             spec, extra_env=(("SSL_CERT_FILE", pem), ("NODE_EXTRA_CA_CERTS", pem))
         )
@@ -267,6 +298,8 @@ class Session:
         assert self._trust is not None
         self._trust.add(home, self._certificates)
         bundle.write(home / "ca-bundle.pem", self._certificates)
+        if self.uid is not None:
+            browser_user.hand_over(home, self.uid)
 
     def _on_ready(self, ready: asyncio.Future[str]) -> None:
         if ready.cancelled():
@@ -279,6 +312,20 @@ class Session:
             self._report_ready()
         if self._config.watchdog_interval_s > 0:
             self._watchdog = asyncio.ensure_future(self._watch())
+        if self._cgroups is not None and self._cgroups.limits.memory_bytes:
+            self._memory_watch = asyncio.ensure_future(self._watch_memory())
+
+    async def _watch_memory(self) -> None:
+        """End the session once the kernel killed inside it for memory: with
+        cgroup v1 only the largest process (a renderer) dies, and a browser
+        with a dead tab would hold capacity until its timeout."""
+        assert self._cgroups is not None
+        while self._close_task is None:
+            await asyncio.sleep(MEMORY_POLL_S)
+            if self._cgroups.oom_kills(self.session_id):
+                self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
+                self.close_soon(OUT_OF_MEMORY)
+                return
 
     async def _watch(self) -> None:
         """Kill a browser that stops answering (hung, or SIGSTOPped): its
@@ -318,6 +365,11 @@ class Session:
                 and ready.exception() is None
             )
             self.log.warning("session.browser_exited", exit_code=exited.result())
+            if self._cgroups is not None and self._cgroups.oom_kills(self.session_id):
+                # cgroup v2 kills the whole tree at once (memory.oom.group).
+                self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
+                self.close_soon(OUT_OF_MEMORY)
+                return
             self.close_soon(BROWSER_EXITED if booted else START_FAILED)
 
     # -- close
@@ -359,8 +411,9 @@ class Session:
             self._persist(self.record)
         if self._timer is not None:
             self._timer.cancel()
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
+        for watch in (self._watchdog, self._memory_watch):
+            if watch is not None and watch is not asyncio.current_task():
+                watch.cancel()
         if self.ready is not None and not self.ready.done():
             self.ready.cancel()
         try:
@@ -376,13 +429,20 @@ class Session:
                 # After the browser is gone: no request can start in between.
                 traffic = await self._relay.close(self.session_id)
                 self.log.info("session.proxy_traffic", routes=traffic)
-            if reason in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE):
+            if reason in CRASHES:
                 # The browser's own words are the only clue to why it died,
                 # and they are about to be deleted with the directory.
                 self.log.warning("session.browser_log", tail=self._log_tail())
             await asyncio.to_thread(
                 sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
             )
+            if self._cgroups is not None:
+                # Kills anything of the tree still inside, whatever its name.
+                await asyncio.to_thread(self._cgroups.remove, self.session_id)
+            if self.uid is not None and self._uids is not None:
+                # Only now: nothing of this browser runs or is left on disk.
+                self._uids.release(self.uid)
+                self.uid = None
             self.log.info(
                 "session.ended" if self.claimed else "pool.browser_ended",
                 reason=reason,
@@ -393,9 +453,7 @@ class Session:
     async def _end_recording(self, reason: str) -> None:
         assert self.recording is not None
         alive = (
-            self.process is not None
-            and not self.process.exited.done()
-            and reason not in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE)
+            self.process is not None and not self.process.exited.done() and reason not in CRASHES
         )
         try:
             await recordings.end(self.recording, reason, self._metrics, alive)
@@ -409,7 +467,7 @@ class Session:
         self._metrics.sessions_ended.labels(reason, flavour).inc()
         lifetime = time.time() - self.record.created_at
         self._metrics.session_seconds.labels(flavour).observe(lifetime)
-        if reason in (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE):
+        if reason in CRASHES:
             self._metrics.browser_crashes.labels(flavour).inc()
 
     def _log_tail(self, limit: int = 2000) -> str:
@@ -432,6 +490,7 @@ def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:
     Full Chromium starts crashpad handlers in process groups of their own,
     which the group kill does not reach; they name the directory.
     """
+    reaper.kill_referencing(tmp_directory, timeout)
     reaper.kill_referencing(directory, timeout)
     remove_tree(directory)
     remove_tree(tmp_directory)

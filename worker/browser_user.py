@@ -1,0 +1,122 @@
+"""Which user a browser runs as, so Chromium's own sandbox can be on.
+
+Chromium refuses to sandbox itself as root, and `--no-sandbox` leaves every
+renderer (the processes that run untrusted pages) with the browser's full
+rights. When the daemon runs as root and the kernel lets an unprivileged
+user create a user namespace, each browser runs as a uid of its own instead:
+Chromium's namespace sandbox is then on (renderers get seccomp and their own
+user, pid and network namespaces), and the browser process itself can read
+nothing the daemon or another session owns, because every such file is 0700
+or 0600 and owned by someone else.
+
+The uid is dropped by `setpriv` between `posix_spawn` and Chromium: the
+spawn stays a vfork with fd actions (CDP on fds 3/4), and the one extra exec
+costs about a millisecond.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox was asked for (`on`) and this host cannot give it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How this worker's browsers run."""
+
+    chromium_sandbox: bool  # False: --no-sandbox
+    uids: UidPool | None  # a uid per browser (the daemon is root)
+    reason: str = ""  # why the sandbox is off
+
+
+def plan(mode: str, uid_base: int, count: int) -> Plan:
+    """Decide once, at start: `on` fails here rather than at each launch."""
+    if mode == "off":
+        return Plan(False, None, "browser_sandbox is off")
+    root = os.geteuid() == 0
+    why = probe(uid_base if root else None)
+    if why:
+        if mode == "on":
+            raise SandboxUnavailable(why)
+        return Plan(False, None, why)
+    return Plan(True, UidPool(uid_base, count) if root else None)
+
+
+def probe(uid: int | None) -> str:
+    """Why a browser (as `uid`, or as the daemon's own user when None)
+    cannot have Chromium's sandbox, or ""."""
+    setpriv = shutil.which("setpriv")
+    unshare = shutil.which("unshare")
+    if unshare is None or (uid is not None and setpriv is None):
+        return "setpriv and unshare (util-linux) are not installed"
+    # The exact thing Chromium's zygote does first: a user namespace,
+    # created by an unprivileged user.
+    prefix = [] if uid is None or setpriv is None else [setpriv, *drop_args(uid)]
+    try:
+        done = subprocess.run(
+            [*prefix, unshare, "--user", "--pid", "--fork", "true"],
+            capture_output=True,
+            timeout=10,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"probe did not run: {exc}"
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip()[:200]
+        return f"an unprivileged user cannot create user namespaces here ({detail})"
+    return ""
+
+
+def drop_args(uid: int) -> list[str]:
+    """setpriv's arguments that turn root into `uid` with no groups or caps."""
+    return [
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
+
+
+def setpriv_path() -> str:
+    return shutil.which("setpriv") or "/usr/bin/setpriv"
+
+
+class UidPool:
+    """Hands out one uid per live browser, so no two browsers share files or
+    can signal each other. Capacity and the warm pool bound how many are
+    out at once."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self._free = list(range(base + count - 1, base - 1, -1))  # pop() takes the lowest
+        self._base, self._count = base, count
+
+    def acquire(self) -> int:
+        if not self._free:
+            raise RuntimeError(f"all {self._count} browser uids from {self._base} are in use")
+        return self._free.pop()
+
+    def in_use(self, uid: int) -> bool:
+        return self._base <= uid < self._base + self._count and uid not in self._free
+
+    def release(self, uid: int) -> None:
+        if not self._base <= uid < self._base + self._count or uid in self._free:
+            raise ValueError(f"uid {uid} was not handed out by this pool")
+        self._free.append(uid)
+        self._free.sort(reverse=True)
+
+
+def hand_over(root: Path, uid: int) -> None:
+    """Make everything under `root` (and `root`) the browser user's."""
+    os.chown(root, uid, uid)
+    for parent, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
