@@ -22,7 +22,7 @@ from conftest import RunningWorker, browser_root, connected_page, make_config, r
 from worker import browser_user
 from worker.pb import sandbox_pb2 as pb
 
-pytestmark = pytest.mark.skipif(
+needs_sandbox = pytest.mark.skipif(
     os.geteuid() != 0 or bool(browser_user.probe(200000)),
     reason="needs root and unprivileged user namespaces",
 )
@@ -107,6 +107,7 @@ def browser_uid(worker: RunningWorker, session_id: str) -> tuple[int, int]:
     return session.process.pid, session.uid
 
 
+@needs_sandbox
 async def test_browsers_run_as_their_own_users_with_chromiums_sandbox_on(
     sandboxed: RunningWorker,
 ) -> None:
@@ -130,6 +131,7 @@ async def test_browsers_run_as_their_own_users_with_chromiums_sandbox_on(
         assert await page.evaluate("1 + 1") == 2
 
 
+@needs_sandbox
 async def test_a_browsers_user_reaches_nothing_outside_its_own_tree(
     sandboxed: RunningWorker,
 ) -> None:
@@ -167,6 +169,7 @@ async def test_a_browsers_user_reaches_nothing_outside_its_own_tree(
     assert (await sandboxed.get(b.session_id)).status == pb.READY  # untouched
 
 
+@needs_sandbox
 async def test_uids_come_back_when_sessions_end(sandboxed: RunningWorker) -> None:
     manager = sandboxed.server.manager
     assert manager is not None
@@ -188,6 +191,7 @@ async def test_uids_come_back_when_sessions_end(sandboxed: RunningWorker) -> Non
     assert browser_uid(sandboxed, second.session_id)[1] == uid
 
 
+@needs_sandbox
 async def test_sandbox_off_runs_the_browser_as_the_daemon(tmp_path: Path) -> None:
     config = make_config(tmp_path, browser_sandbox="off")
     async with running_worker(config) as worker:
@@ -199,8 +203,8 @@ async def test_sandbox_off_runs_the_browser_as_the_daemon(tmp_path: Path) -> Non
         assert "--no-sandbox" in cmdline(session.process.pid)
 
 
-def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers() -> None:
-    pool = browser_user.UidPool(500000, 2)
+def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers(tmp_path: Path) -> None:
+    pool = browser_user.UidPool(500000, 2, locks=tmp_path)
     first, second = pool.acquire(), pool.acquire()
     assert (first, second) == (500000, 500001)
     with pytest.raises(RuntimeError, match="in use"):
@@ -213,3 +217,14 @@ def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers() -> None:
     with pytest.raises(ValueError):
         pool.release(12)
     assert pool.acquire() == first
+
+
+def test_two_workers_on_one_host_never_hold_the_same_uid(tmp_path: Path) -> None:
+    one = browser_user.UidPool(500000, 4, locks=tmp_path)
+    other = browser_user.UidPool(500000, 4, locks=tmp_path)
+    taken = [one.acquire(), other.acquire(), one.acquire(), other.acquire()]
+    assert sorted(taken) == [500000, 500001, 500002, 500003]
+    with pytest.raises(RuntimeError, match="in use"):
+        other.acquire()
+    one.release(taken[0])
+    assert other.acquire() == taken[0]  # free again once its holder let go

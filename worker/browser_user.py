@@ -17,9 +17,11 @@ costs about a millisecond.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -93,25 +95,41 @@ def setpriv_path() -> str:
 class UidPool:
     """Hands out one uid per live browser, so no two browsers share files or
     can signal each other. Capacity and the warm pool bound how many are
-    out at once."""
+    out at once.
 
-    def __init__(self, base: int, count: int) -> None:
-        self._free = list(range(base + count - 1, base - 1, -1))  # pop() takes the lowest
+    A uid is also held host-wide with an flock on `<locks>/<uid>`, so two
+    workers on one host (with the same range) never hand out the same uid at
+    once; the kernel drops a killed worker's locks with its process.
+    """
+
+    def __init__(self, base: int, count: int, locks: Path | None = None) -> None:
         self._base, self._count = base, count
+        self._locks = locks or Path(tempfile.gettempdir()) / "sandbox-worker-uids"
+        self._held: dict[int, int] = {}  # uid -> its lock's fd
 
     def acquire(self) -> int:
-        if not self._free:
-            raise RuntimeError(f"all {self._count} browser uids from {self._base} are in use")
-        return self._free.pop()
+        self._locks.mkdir(mode=0o700, exist_ok=True)
+        for uid in range(self._base, self._base + self._count):
+            if uid in self._held:
+                continue
+            fd = os.open(self._locks / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # another worker's browser has it
+                continue
+            self._held[uid] = fd
+            return uid
+        raise RuntimeError(f"all {self._count} browser uids from {self._base} are in use")
 
     def in_use(self, uid: int) -> bool:
-        return self._base <= uid < self._base + self._count and uid not in self._free
+        return uid in self._held
 
     def release(self, uid: int) -> None:
-        if not self._base <= uid < self._base + self._count or uid in self._free:
+        fd = self._held.pop(uid, None)
+        if fd is None:
             raise ValueError(f"uid {uid} was not handed out by this pool")
-        self._free.append(uid)
-        self._free.sort(reverse=True)
+        os.close(fd)  # and with it the lock
 
 
 def hand_over(root: Path, uid: int) -> None:
