@@ -66,7 +66,10 @@ class Config:
     # Each browser's tree gets a cgroup with these limits (v2, or v1 memory
     # and cpu on older hosts). Past the memory limit the kernel kills inside
     # that session only, and the session ends OUT_OF_MEMORY. 0: no limit.
-    session_memory_mb: int = 4096
+    # Off by default: joining a cgroup at spawn costs a start ~10 ms (the
+    # kernel's cgroup migration waits out an RCU grace period; measured by
+    # bench/cold_start.py), which a worker without hostile pages need not pay.
+    session_memory_mb: int = 0
     session_cpus: float = 0.0
     # Seconds to wait for a killed browser's process to be reaped.
     kill_timeout_s: float = 5.0

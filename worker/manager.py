@@ -76,6 +76,8 @@ def sandbox_plan(config: Config) -> browser_user.Plan:
 
 def session_cgroups(config: Config) -> Cgroups | None:
     wanted = Limits(config.session_memory_mb * 1024 * 1024, config.session_cpus)
+    if not wanted.memory_bytes and not wanted.cpus:
+        return None  # not asked for: nothing to say
     name = config.session_tmp_root.name  # one worker's, per state directory
     found = Cgroups.discover(name, wanted)
     if isinstance(found, str):
@@ -148,6 +150,8 @@ class SessionManager:
         killed = reaper.kill_referencing(tmp_root) + reaper.kill_referencing(sessions_dir)
         self.metrics.orphans_reaped.inc(killed)
         leftover = [p for p in sessions_dir.iterdir() if p.is_dir()]
+        tmp_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        tmp_root.chmod(0o711)  # whatever an earlier version or the umask made
         for path in leftover:
             sweep(path, tmp_root / path.name, self.config.kill_timeout_s)
         if tmp_root.is_dir():

@@ -128,9 +128,9 @@ class Session:
     def make_dirs(self) -> launcher.LaunchSpec:
         """Create the 0700 directories and say how the browser launches."""
         self.directory.mkdir(mode=0o700)
-        runtime = self._config.session_tmp_root
-        runtime.mkdir(mode=0o711, parents=True, exist_ok=True)
-        runtime.chmod(0o711)  # browsers' uids may pass through, never list it
+        # The runtime root is made 0711 at start (recover): browsers' uids
+        # may pass through it, never list it.
+        self._config.session_tmp_root.mkdir(mode=0o711, parents=True, exist_ok=True)
         own = self.tmp_directory
         for sub in ("", "profile", "home", "downloads", "tmp"):
             (own / sub).mkdir(mode=0o700, exist_ok=sub != "")
