@@ -29,6 +29,7 @@ class Sink(Protocol):
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]: ...
     def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None: ...
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def abort_all(self, key: str) -> None: ...
 
 
 def _b64(hex_digest: str) -> str:
@@ -99,6 +100,16 @@ class S3Sink:
         with contextlib.suppress(s3.exceptions.NoSuchUpload):
             s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
+    def abort_all(self, key: str) -> None:
+        """Abort every multipart upload of exactly `key` (ids unknown)."""
+        pages = self._s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=key
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    self.abort_multipart(key, upload["UploadId"])
+
 
 class LocalSink:
     """The same layout under a directory; files appear whole (rename)."""
@@ -142,4 +153,7 @@ class LocalSink:
         raise NotImplementedError("local recordings are copied whole")
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise NotImplementedError("local recordings are copied whole")
+
+    def abort_all(self, key: str) -> None:
         raise NotImplementedError("local recordings are copied whole")

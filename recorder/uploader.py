@@ -199,6 +199,10 @@ class Uploader:
 
     async def _send_part(self, stream: _Stream, path: Path, until: int) -> None:
         if not stream.upload_id:
+            # The intent first: a daemon killed while S3 creates the upload
+            # leaves a record without an id, and the next start aborts every
+            # upload S3 holds for this key (no other writer uses it).
+            _remember_upload(path, stream.key, "")
             stream.upload_id = await self._call(
                 stream.sink.create_multipart, stream.key, attempts=3
             )
@@ -291,7 +295,15 @@ class Uploader:
 
     async def _abort_left(self, directory: Path, pending: Path) -> None:
         left = read_json(pending)
-        await self._abort(left["key"], left["uploadId"], directory / left["file"])
+        path = directory / left["file"]
+        if left["uploadId"]:
+            await self._abort(left["key"], left["uploadId"], path)
+            return
+        try:
+            await self._call(self._sink(directory).abort_all, left["key"], attempts=5)
+            _forget_upload(path)
+        except Exception as exc:  # the record stays for the next start
+            log.warning("recording.abort_failed", key=left["key"], error=_why(exc))
 
     # -- finishing a session
 

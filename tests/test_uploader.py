@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 
+from conftest import report_fault
 from recorder.batch import BatchInfo, BatchWriter, write_json
 from recorder.sink import S3Sink
 from recorder.spool import Meter, write_session
@@ -121,3 +122,33 @@ async def test_restart_aborts_a_multipart_upload_a_killed_daemon_left(
     assert not uploads(s3, bucket)
     assert s3.head_object(Bucket=bucket, Key="p/s1/metadata.json")
     assert not directory.exists()
+
+
+async def test_restart_aborts_uploads_created_as_the_daemon_was_killed(
+    tmp_path: Path, moto: SecretsManager
+) -> None:
+    bucket, s3 = moto.bucket(), moto.s3()
+    directory = session(tmp_path, bucket)
+    key = "p/s1/batch-1.ndjson.gz"
+    # The daemon wrote its intent, S3 created the upload, and the daemon
+    # died before it learnt the id: twice, as if retried.
+    write_json(directory / "batch-1.upload", {"key": key, "uploadId": "", "file": "x"})
+    for _ in range(2):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    other = s3.create_multipart_upload(Bucket=bucket, Key=key + ".other")["UploadId"]
+    write_json(directory / "end.json", {"endTime": 2.0, "reason": "STOPPED"})
+    up = uploader(tmp_path, moto.endpoint)
+    assert await up.recover("WORKER_RESTARTED") == 1
+    assert await up.flush(30)
+    left = uploads(s3, bucket)
+    assert [u["UploadId"] for u in left] == [other]  # only that key's were ours
+    s3.abort_multipart_upload(Bucket=bucket, Key=key + ".other", UploadId=other)
+    assert not directory.exists()
+    report_fault(
+        "test_uploader::test_restart_aborts_uploads_created_as_the_daemon_was_killed",
+        "daemon killed after S3 created a multipart upload, before the id was saved (twice)",
+        "restart aborts both uploads of that key, leaves another key's alone, finishes the"
+        " recording",
+        "n/a",
+        "n/a (the abort only)",
+    )

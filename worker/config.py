@@ -71,6 +71,11 @@ class Config:
     # bench/cold_start.py), which a worker without hostile pages need not pay.
     session_memory_mb: int = 0
     session_cpus: float = 0.0
+    # "namespace": each browser runs in a network namespace of its own whose
+    # only reachable socket is its relay listener, so the session's proxy
+    # and bypass rules hold at the network layer (needs root). "none": the
+    # browser shares the worker's network and routing is its proxy setting.
+    network_isolation: str = "none"
     # Seconds to wait for a killed browser's process to be reaped.
     kill_timeout_s: float = 5.0
     # Open an about:blank tab at launch, for scripts that expect
@@ -170,6 +175,8 @@ class Config:
             raise ConfigError("browser_sandbox: must be auto, on or off")
         if not 1000 <= self.browser_uid_base <= 2**31 - 1 - 4096:
             raise ConfigError("browser_uid_base: must be a uid from 1000 to 2147479551")
+        if self.network_isolation not in ("none", "namespace"):
+            raise ConfigError("network_isolation: must be 'none' or 'namespace'")
         if self.session_memory_mb < 0 or self.session_cpus < 0:
             raise ConfigError("session_memory_mb, session_cpus: must not be negative")
         if 0 < self.session_memory_mb < 64:

@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import fcntl
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,8 @@ class LaunchSpec:
     no_sandbox: bool = False
     # The session's cgroup.procs files (limits): the tree starts inside.
     cgroup_procs: tuple[Path, ...] = ()
+    # The session's network namespace (worker.netns): the tree starts inside.
+    netns: str = ""
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -111,6 +114,9 @@ def spawn_argv(spec: LaunchSpec) -> list[str]:
     argv = command_line(spec)
     if spec.uid is not None:
         argv = [browser_user.setpriv_path(), *browser_user.drop_args(spec.uid), *argv]
+    if spec.netns:
+        # Still root here: entering a namespace needs CAP_SYS_ADMIN.
+        argv = [shutil.which("nsenter") or "/usr/bin/nsenter", f"--net={spec.netns}", *argv]
     if spec.cgroup_procs:
         argv = limits.join_argv(list(spec.cgroup_procs), argv)
     return argv
@@ -182,9 +188,10 @@ class BrowserProcess:
 
 def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     """Spawn a browser; returns (pid, fd reading from it, fd writing to it)."""
-    if (spec.uid is not None or spec.cgroup_procs) and not os.access(spec.binary, os.X_OK):
-        # setpriv would exec it only after the spawn had succeeded; say it
-        # now, as a direct spawn does.
+    argv = spawn_argv(spec)
+    if argv[0] != str(spec.binary) and not os.access(spec.binary, os.X_OK):
+        # A wrapper (setpriv, nsenter, sh) would exec it only after the spawn
+        # had succeeded; say it now, as a direct spawn does.
         raise FileNotFoundError(errno.ENOENT, "browser binary not executable", str(spec.binary))
     to_browser_r, to_browser_w = os.pipe()
     from_browser_r, from_browser_w = os.pipe()
@@ -195,7 +202,6 @@ def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     os.close(to_browser_r)
     os.close(from_browser_w)
     try:
-        argv = spawn_argv(spec)
         pid = os.posix_spawn(
             argv[0],
             argv,

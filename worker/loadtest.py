@@ -34,6 +34,9 @@ from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 CALL_TIMEOUT_S = 60.0
+# Refused starts (capacity, draining) wait this long before the next try.
+REFUSALS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
+REFUSAL_BACKOFF_S = 0.05
 PAGE = (
     b"<!doctype html><html><head><title>loadtest</title></head><body>"
     + b"".join(b"<p>paragraph %d of the load test page</p>" % i for i in range(200))
@@ -272,7 +275,12 @@ async def _run(options: Options, url: str, on_done: Callable[[int], None] | None
         nonlocal claimed
         while claimed < budget and time.monotonic() < deadline:
             claimed += 1
-            outcomes.append(await scenario(sessions, options, url, began))
+            outcome = await scenario(sessions, options, url, began)
+            outcomes.append(outcome)
+            if outcome.error in REFUSALS:
+                # The worker is full: wait a moment, as an orchestrator
+                # would, rather than spin on refusals.
+                await asyncio.sleep(REFUSAL_BACKOFF_S)
             progress.update(len(outcomes), sum(1 for o in outcomes if o.error))
             if on_done is not None:
                 on_done(len(outcomes))

@@ -17,7 +17,7 @@ import structlog
 from certstore import validate as certstore_validate
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate, CertificateError
-from worker import browser_user, ids, reaper, recordings, validation
+from worker import browser_user, ids, netns, reaper, recordings, validation
 from worker.config import Config, ConfigError
 from worker.errors import (
     AlreadyExists,
@@ -108,6 +108,8 @@ class SessionManager:
         self.trust = NSSStores(config.state_dir / "nss-cache")
         self.recorder = recordings.recorder(config, self.metrics)
         self.sandbox = sandbox_plan(config)
+        if config.network_isolation == "namespace" and (why := netns.probe()):
+            raise ConfigError(f"network_isolation: 'namespace', but {why}")
         self.cgroups = session_cgroups(config)
         self.live: dict[str, Session] = {}
         self.draining = False

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from worker import netns
 from worker.relay_wire import (
     HEAD_LIMIT,
     BrowserProtocol,
@@ -71,15 +73,33 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.connections: set[asyncio.Transport] = set()
 
-    async def start(self, port: int) -> int:
+    async def start(self, port: int, namespace: str = "") -> int:
+        """Listen on 127.0.0.1:`port` (0: any), inside the network namespace
+        at `namespace` when given: the session's browser lives there, and
+        this socket is the only thing it can reach."""
         loop = asyncio.get_running_loop()
+
+        def listen() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(128)
+            sock.setblocking(False)
+            return sock
+
+        if namespace:
+            fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sock = netns.inside(fd, listen)
+            finally:
+                os.close(fd)
+        else:
+            sock = listen()
         self.server = await loop.create_server(
             lambda: BrowserProtocol(asyncio.StreamReader(limit=HEAD_LIMIT), self.handle),
-            "127.0.0.1",
-            port,
-            reuse_address=True,
+            sock=sock,
         )
-        return int(self.server.sockets[0].getsockname()[1])
+        return int(sock.getsockname()[1])
 
     def close(self) -> None:
         if self.server is not None:
@@ -332,7 +352,7 @@ class Relay:
         listener = Listener(self, ProxyConfig.from_dict(body["config"]), list(body["auth"]))
         self.listeners[session] = listener
         try:
-            port = await listener.start(int(body.get("port", 0)))
+            port = await listener.start(int(body.get("port", 0)), str(body.get("netns", "")))
         except OSError:
             self.listeners.pop(session, None)
             raise

@@ -96,13 +96,17 @@ class RelayControl:
 
     # -- listeners
 
-    async def open(self, session_id: str, config: ProxyConfig, auth: list[str]) -> int:
-        """A listener for one session; returns its port on 127.0.0.1."""
+    async def open(
+        self, session_id: str, config: ProxyConfig, auth: list[str], netns: str = ""
+    ) -> int:
+        """A listener for one session; returns its port on 127.0.0.1 (inside
+        the network namespace at `netns`, when given)."""
         body: dict[str, Any] = {
             "op": "open",
             "session": session_id,
             "config": config.to_dict(),
             "auth": auth,
+            "netns": netns,
         }
         port = int((await self._call(body))["port"])
         self._listeners[session_id] = {**body, "port": port}

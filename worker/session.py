@@ -24,7 +24,7 @@ from certstore import bundle
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
 from recorder.recording import Recording
-from worker import browser_user, launcher, reaper, recordings
+from worker import browser_user, launcher, netns, reaper, recordings
 from worker.cdp import CDPError
 from worker.config import Config
 from worker.errors import Unavailable
@@ -87,6 +87,7 @@ class Session:
         self._uids = self._sandbox.uids
         self._cgroups = cgroups
         self._memory_watch: asyncio.Task[None] | None = None
+        self._netns = -1  # a descriptor on the session's network namespace
         self.uid: int | None = None  # the browser's own user, when sandboxed
         self.requested_at = time.perf_counter()  # StartBrowserSession arrived
         # False for a pooled browser until a session claims it: until then
@@ -175,15 +176,25 @@ class Session:
     async def launch(self) -> None:
         """Spawn the browser with this session's routing and trust."""
         proxy = self.record.proxy_config
-        if proxy is None and not self.claimed and self._relay is not None:
+        isolated = self._config.network_isolation == "namespace"
+        if proxy is None and (isolated or not self.claimed) and self._relay is not None:
             # A pooled browser goes through its own relay listener from the
-            # start, routed direct until a session brings its proxies.
+            # start, routed direct until a session brings its proxies; an
+            # isolated browser has no other way out.
             proxy = ProxyConfig(proxies=())
+        namespace = ""
+        if isolated:
+            self._netns = netns.create()
+            namespace = netns.path(self._netns)
         if proxy is not None:
             if self._relay is None:
                 raise Unavailable("proxy_configuration: this worker runs no proxy relay")
-            self.proxy_port = await self._relay.open(self.session_id, proxy, self._proxy_auth)
+            self.proxy_port = await self._relay.open(
+                self.session_id, proxy, self._proxy_auth, namespace
+            )
         spec = self.make_dirs()
+        if namespace:
+            spec = dataclasses.replace(spec, netns=namespace)
         if self._certificates:
             spec = await asyncio.to_thread(self._install_trust, spec)
         elif not self.claimed:
@@ -429,6 +440,9 @@ class Session:
                 # After the browser is gone: no request can start in between.
                 traffic = await self._relay.close(self.session_id)
                 self.log.info("session.proxy_traffic", routes=traffic)
+            if self._netns >= 0:
+                os.close(self._netns)  # the namespace goes with its last user
+                self._netns = -1
             if reason in CRASHES:
                 # The browser's own words are the only clue to why it died,
                 # and they are about to be deleted with the directory.
