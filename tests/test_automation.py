@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import websockets
 from playwright.async_api import async_playwright
+from recordings import local_folder, recording_browser
 from websockets.asyncio.client import connect
 
 from conftest import (
@@ -198,7 +199,8 @@ async def test_clients_see_only_their_own_sessions(worker: RunningWorker) -> Non
 
 
 async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -> None:
-    started = await worker.start()
+    recorded = await recording_browser(worker, "crashing")
+    started = await worker.start(browser_identifier=recorded)
     bystander = await worker.start()
     url, token = endpoint(started)
     assert worker.server.manager is not None
@@ -214,7 +216,7 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
         assert info.value.rcvd is not None and info.value.rcvd.code == 1011
 
     async def ended() -> Any:
-        got = await worker.get(started.session_id)
+        got = await worker.get(started.session_id, recorded)
         return got if got.status == pb.TERMINATED else None
 
     got = await eventually(ended)
@@ -222,12 +224,17 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
     assert (await worker.get(bystander.session_id)).status == pb.READY
     await eventually(lambda: not session_processes(worker.config.state_dir, started.session_id))
     assert worker.server.manager.in_use == 1
+    meta_path = local_folder(worker, started.session_id) / "metadata.json"
+    await eventually(meta_path.exists)
+    meta = json.loads(meta_path.read_text())
+    assert meta["complete"] is False and meta["terminationReason"] == "BROWSER_EXITED"
+    assert any("browser exited" in r for r in meta["incompleteReasons"])
     report_fault(
         "test_automation::test_a_browser_crash_closes_connected_clients",
-        "browser SIGKILLed under a connected client",
+        "browser of a recorded session SIGKILLed under a connected client",
         "client closed with 1011; session ends BROWSER_EXITED; processes gone; capacity back",
         "1 of 1 kept READY",
-        "n/a (not recorded)",
+        "recording finalised, marked incomplete (the browser exited)",
     )
 
 

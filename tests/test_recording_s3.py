@@ -28,6 +28,7 @@ from conftest import (
     report_fault,
     running_worker,
     session_page,
+    worker_processes,
 )
 from recorder import replay
 from upstreams import FaultProxy, FlakyHTTP, SecretsManager
@@ -117,6 +118,72 @@ async def test_s3_unreachable_for_30s_mid_session_loses_no_batch(
         " 0 multipart uploads left",
         "session ran on",
         f"0 of {len(events)} events; recording complete",
+    )
+
+
+async def test_a_daemon_killed_mid_multipart_upload_leaves_no_upload_and_loses_nothing_kept(
+    tmp_path: Path, web: str, moto: SecretsManager
+) -> None:
+    bucket, s3 = moto.bucket(), moto.s3()
+    state = tmp_path / "state"
+    env = {
+        "SANDBOX_RECORDING_STORAGE": "s3",
+        "SANDBOX_S3_ENDPOINT_URL": moto.endpoint,
+        # One big batch that streams to S3 in 5 MiB parts while it fills.
+        "SANDBOX_RECORDING_PART_BYTES": str(5 * 1024 * 1024),
+        "SANDBOX_RECORDING_BATCH_BYTES": str(256 * 1024 * 1024),
+        "SANDBOX_RECORDING_BATCH_AGE_S": "600",
+    }
+    with daemon(state, env=env) as (proc, info):
+        channel = grpc.aio.insecure_channel(info["grpc"])
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        worker = SimpleNamespace(browsers=pb_grpc.BrowsersStub(channel))
+        browser_id = await recording_browser(worker, "killed_mid_part", bucket=bucket)
+        started = await sessions.StartBrowserSession(
+            pb.StartBrowserSessionRequest(browser_identifier=browser_id)
+        )
+        other = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        async with connected_page(started) as page:
+            await page.goto(f"{web}/record.html")
+
+            async def streaming() -> bool:
+                await page.evaluate(NOISE)  # ~0.5 MB that gzip cannot shrink much
+                return bool(s3.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+
+            await eventually(streaming, timeout=60)
+            os.killpg(proc.pid, signal.SIGKILL)  # sessions, uploads and all
+            proc.wait(10)
+        await channel.close()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "one was in flight"
+    folder = f"runs/{started.session_id}/"
+    with daemon(state, env=env) as (_, info):
+        objects = await eventually(lambda: _finished(moto, bucket, folder), timeout=60)
+        channel = grpc.aio.insecure_channel(info["grpc"])
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        ended = [
+            await sessions.GetBrowserSession(
+                pb.GetBrowserSessionRequest(session_id=s.session_id, browser_identifier=b)
+            )
+            for s, b in ((started, browser_id), (other, ""))
+        ]
+        await channel.close()
+        assert not worker_processes(state)
+        assert not list((state / "sessions").iterdir())
+    assert [(e.status, e.termination_reason) for e in ended] == [
+        (pb.TERMINATED, pb.WORKER_RESTARTED)
+    ] * 2
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    meta = json.loads(objects[f"{folder}metadata.json"])
+    events = events_of(s3_batches(objects))
+    assert meta["complete"] is False and meta["terminationReason"] == "WORKER_RESTARTED"
+    assert contiguous(events) and len(events) == meta["eventCount"] > 0
+    report_fault(
+        "test_recording_s3::test_a_daemon_killed_mid_multipart_upload_leaves_no_upload_and_loses_nothing_kept",
+        "daemon SIGKILLed with two live sessions and a batch streaming to S3 in parts",
+        "restart kills the browsers, aborts the multipart upload, uploads the spooled batch"
+        " whole; both sessions TERMINATED WORKER_RESTARTED",
+        "n/a (one daemon)",
+        f"0 of {len(events)} events on disk at the kill; recording marked incomplete",
     )
 
 

@@ -4,6 +4,7 @@ capacity, idempotency, isolation, drain. Each ending leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from recordings import local_folder, recording_browser
 
 from conftest import (
     RunningWorker,
@@ -319,14 +321,15 @@ async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
 ) -> None:
     config = make_config(tmp_path, watchdog_interval_s=0.2, watchdog_timeout_s=1.0)
     async with running_worker(config) as worker:
-        started = await worker.start()
+        recorded = await recording_browser(worker, "hanging")
+        started = await worker.start(browser_identifier=recorded)
         other = await worker.start()
         await booted(worker, started.session_id)
         await booted(worker, other.session_id)
         os.kill(browser_pid(worker, started.session_id), signal.SIGSTOP)  # CDP goes silent
 
         async def ended() -> Any:
-            got = await worker.get(started.session_id)
+            got = await worker.get(started.session_id, recorded)
             return got if got.status == pb.TERMINATED else None
 
         got = await eventually(ended, timeout=15)
@@ -335,12 +338,17 @@ async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
         assert (await worker.get(other.session_id)).status == pb.READY  # only that one
         manager = worker.server.manager
         assert manager is not None and manager.in_use == 1
+        meta_path = local_folder(worker, started.session_id) / "metadata.json"
+        await eventually(meta_path.exists)
+        meta = json.loads(meta_path.read_text())
+        assert meta["complete"] is False and meta["terminationReason"] == "BROWSER_UNRESPONSIVE"
+        assert any("hung" in r for r in meta["incompleteReasons"])
         report_fault(
             "test_sessions::test_a_hung_browser_is_killed_and_its_session_ends_unresponsive",
-            "browser SIGSTOPped (CDP goes silent)",
+            "browser of a recorded session SIGSTOPped (CDP goes silent)",
             "watchdog kills it; session ends BROWSER_UNRESPONSIVE; processes and dirs gone;"
             " capacity back",
             "1 of 1 kept READY",
-            "n/a (not recorded)",
+            "recording finalised, marked incomplete (the browser hung)",
         )
         await worker.stop(other.session_id)
