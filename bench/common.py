@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +152,12 @@ def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
     if sandbox.uids is not None:
         # One uid below the worker's range: its own user, like a session's.
         uid = Config().browser_uid_base - 1
-        root.parent.chmod(root.parent.stat().st_mode | 0o011)  # let it through
+        # Let its uid through the benchmark's own temporary directories.
+        temp = Path(tempfile.gettempdir()).resolve()
+        for parent in root.resolve().parents:
+            if parent == temp or temp not in parent.parents:
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
         browser_user.hand_over(root, uid)
     return launcher.LaunchSpec(
         uid=uid,

@@ -183,7 +183,8 @@ async def test_a_daemon_killed_mid_multipart_upload_leaves_no_upload_and_loses_n
         "restart kills the browsers, aborts the multipart upload, uploads the spooled batch"
         " whole; both sessions TERMINATED WORKER_RESTARTED",
         "n/a (one daemon)",
-        f"0 of {len(events)} events on disk at the kill; recording marked incomplete",
+        f"{len(events)} events uploaded, as many as the spool recorded, seq contiguous;"
+        " recording marked incomplete",
     )
 
 
@@ -246,7 +247,8 @@ async def test_a_killed_daemons_spool_is_uploaded_at_restart_and_marked_incomple
         "daemon SIGKILLed with a recorded session and spooled batches (S3 away)",
         "restart uploads the spool; session TERMINATED WORKER_RESTARTED; metadata says why",
         "n/a (one daemon)",
-        f"0 of {len(events)} spooled events; recording marked incomplete",
+        f"{len(events)} events uploaded, as many as the spool recorded, seq contiguous;"
+        " recording marked incomplete",
     )
 
 
