@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from conftest import RunningWorker, browser_root, connected_page, make_config, running_worker
 from worker import browser_user
+from worker.errors import Unavailable
 from worker.pb import sandbox_pb2 as pb
 
 needs_sandbox = pytest.mark.skipif(
@@ -207,7 +208,7 @@ def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers(tmp_path: Path) 
     pool = browser_user.UidPool(500000, 2, locks=tmp_path)
     first, second = pool.acquire(), pool.acquire()
     assert (first, second) == (500000, 500001)
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(Unavailable, match="in use"):
         pool.acquire()
     assert pool.in_use(first)
     pool.release(first)
@@ -224,7 +225,7 @@ def test_two_workers_on_one_host_never_hold_the_same_uid(tmp_path: Path) -> None
     other = browser_user.UidPool(500000, 4, locks=tmp_path)
     taken = [one.acquire(), other.acquire(), one.acquire(), other.acquire()]
     assert sorted(taken) == [500000, 500001, 500002, 500003]
-    with pytest.raises(RuntimeError, match="in use"):
+    with pytest.raises(Unavailable, match="in use"):
         other.acquire()
     one.release(taken[0])
     assert other.acquire() == taken[0]  # free again once its holder let go

@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from worker.errors import Unavailable
+
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox was asked for (`on`) and this host cannot give it."""
@@ -120,7 +122,11 @@ class UidPool:
                 continue
             self._held[uid] = fd
             return uid
-        raise RuntimeError(f"all {self._count} browser uids from {self._base} are in use")
+        # A client-visible refusal, not an internal error: the host is full
+        # of browsers (other workers with the same range included).
+        raise Unavailable(
+            f"browser_uid_base: all {self._count} browser uids from {self._base} are in use"
+        )
 
     def in_use(self, uid: int) -> bool:
         return uid in self._held
