@@ -29,6 +29,15 @@ def local_folder(worker: Any, session_id: str, prefix: str = "runs") -> Path:
     return worker.config.recordings_dir / "recordings" / prefix / session_id
 
 
+async def local_metadata(worker: Any, session_id: str, prefix: str = "runs") -> dict[str, Any]:
+    """A local recording's metadata.json, once the uploader has written it."""
+    from conftest import eventually
+
+    path = local_folder(worker, session_id, prefix) / "metadata.json"
+    await eventually(path.exists, 10)
+    return dict(json.loads(path.read_text()))
+
+
 def events_of(batches: list[bytes]) -> list[dict[str, Any]]:
     events = []
     for data in batches:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 from playwright.async_api import async_playwright
-from recordings import local_folder, recording_browser
+from recordings import local_metadata, recording_browser
 from websockets.asyncio.client import connect
 
 from conftest import (
@@ -224,9 +224,7 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
     assert (await worker.get(bystander.session_id)).status == pb.READY
     await eventually(lambda: not session_processes(worker.config.state_dir, started.session_id))
     assert worker.server.manager.in_use == 1
-    meta_path = local_folder(worker, started.session_id) / "metadata.json"
-    await eventually(meta_path.exists)
-    meta = json.loads(meta_path.read_text())
+    meta = await local_metadata(worker, started.session_id)
     assert meta["complete"] is False and meta["terminationReason"] == "BROWSER_EXITED"
     assert any("browser exited" in r for r in meta["incompleteReasons"])
     report_fault(

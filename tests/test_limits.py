@@ -5,13 +5,12 @@ a busy page to its share."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from recordings import local_folder, recording_browser
+from recordings import local_metadata, recording_browser
 
 from conftest import (
     RunningWorker,
@@ -85,9 +84,7 @@ async def test_a_page_that_exhausts_memory_ends_only_its_own_session(tmp_path: P
         await eventually(lambda: not session_processes(config.state_dir, greedy.session_id), 10)
         await eventually(lambda: not any(g.exists() for g in group), 10)
         assert manager.in_use == 1  # capacity back
-        meta_path = local_folder(worker, greedy.session_id) / "metadata.json"
-        await eventually(meta_path.exists, 10)
-        meta = json.loads(meta_path.read_text())
+        meta = await local_metadata(worker, greedy.session_id)
         assert meta["complete"] is False
         assert any("memory limit" in r for r in meta["incompleteReasons"])
     report_fault(

@@ -4,7 +4,6 @@ capacity, idempotency, isolation, drain. Each ending leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import stat
@@ -14,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from recordings import local_folder, recording_browser
+from recordings import local_metadata, recording_browser
 
 from conftest import (
     RunningWorker,
@@ -338,9 +337,7 @@ async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
         assert (await worker.get(other.session_id)).status == pb.READY  # only that one
         manager = worker.server.manager
         assert manager is not None and manager.in_use == 1
-        meta_path = local_folder(worker, started.session_id) / "metadata.json"
-        await eventually(meta_path.exists)
-        meta = json.loads(meta_path.read_text())
+        meta = await local_metadata(worker, started.session_id)
         assert meta["complete"] is False and meta["terminationReason"] == "BROWSER_UNRESPONSIVE"
         assert any("hung" in r for r in meta["incompleteReasons"])
         report_fault(
