@@ -170,6 +170,7 @@ def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
         log_path=root / "log",
         window_width=1280,
         window_height=720,
+        nice=Config.from_env(os.environ).browser_nice,  # a session's priority
     )
 
 

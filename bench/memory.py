@@ -62,6 +62,23 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def settled_mem_available(timeout: float = 20.0) -> int:
+    """MemAvailable once it stops moving: the previous flavour's browsers
+    and directories are freed after their Stop returns (the sweep runs off
+    the caller's path), and a baseline taken meanwhile hides a session's
+    cost entirely."""
+    time.sleep(1)
+    last = mem_available()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = mem_available()
+        if abs(now - last) < 4 * MiB:
+            return now
+        last = now
+    return last
+
+
 @contextlib.contextmanager
 def pages() -> Iterator[str]:
     handler = functools.partial(Quiet, directory=str(ROOT / "tests" / "pages"))
@@ -110,8 +127,7 @@ def scrape_pss(port: int) -> dict[str, float]:
 def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict[str, Any]:
     with grpc.insecure_channel(info["grpc"]) as channel, contextlib.ExitStack() as stack:
         sessions = pb_grpc.BrowserSessionsStub(channel)
-        time.sleep(1)
-        before = mem_available()
+        before = settled_mem_available()
         daemon_idle = rss_bytes(info["pid"])
         ids = []
         for _ in range(count):
@@ -129,8 +145,7 @@ def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict
                 )
             )
             open_page(ws, url)
-        time.sleep(2)  # let the browsers settle after their first page
-        after = mem_available()
+        after = settled_mem_available()  # the browsers done with their first page
         pss = scrape_pss(info["metrics_port"])
         daemon_busy = rss_bytes(info["pid"])
         daemon_pss = pss_bytes(info["pid"]) + pss_bytes(info["relay_pid"])

@@ -4,8 +4,11 @@ connect, open the page, wait for load, evaluate, stop) against a raw loop
 that does the same with the same Chromium and flags and nothing else:
 spawn it with the worker's own launcher, the same CDP calls over the pipe,
 kill it, remove its directory. Both sides run for the same time at each
-level, alternating. Prints one JSON object on its last line, writes
-bench/results/throughput.json and a chart, bench/results/throughput.png.
+level, alternating, and each reports the machine's CPU time per session.
+Settings come from SANDBOX_* variables for both sides (e.g.
+SANDBOX_BROWSER_NICE=0 for browsers at the daemon's priority). Prints one
+JSON object on its last line, writes bench/results/throughput.json and a
+chart, bench/results/throughput.png.
 
     python bench/throughput.py [--seconds 12]
 """
@@ -44,8 +47,22 @@ async def raw_session(config: Config, scratch: Path, url: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine has spent not idle, in seconds."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # idle, iowait
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time of one process (user and system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def raw_rate(concurrency: int, seconds: float, url: str, scratch: Path) -> float:
-    config = Config.from_env({})
+    config = Config.from_env(os.environ)
     deadline = time.monotonic() + seconds
     done = 0
 
@@ -107,12 +124,24 @@ async def measure(seconds: float) -> dict[str, Any]:
         scratch.mkdir()
         await raw_rate(1, 2, url, scratch)  # warm the page cache for both
         for concurrency in LEVELS:
+            # Machine CPU per session says where a gap comes from: two cores
+            # are saturated from one session on, so rate follows CPU cost.
+            began, busy = time.monotonic(), busy_seconds()
+            own = process_seconds(info["pid"])
             worker = await worker_rate(info["grpc"], concurrency, seconds, url)
+            sessions = worker * (time.monotonic() - began) / 60
+            worker_cpu = (busy_seconds() - busy) / sessions
+            daemon_cpu = (process_seconds(info["pid"]) - own) / sessions
+            began, busy = time.monotonic(), busy_seconds()
             raw = await raw_rate(concurrency, seconds, url, scratch)
+            raw_cpu = (busy_seconds() - busy) / (raw * (time.monotonic() - began) / 60)
             levels[str(concurrency)] = {
                 "worker_per_min": round(worker, 1),
                 "raw_per_min": round(raw, 1),
                 "ratio": round(worker / raw, 3),
+                "worker_cpu_ms_per_session": round(worker_cpu * 1000, 1),
+                "raw_cpu_ms_per_session": round(raw_cpu * 1000, 1),
+                "daemon_cpu_ms_per_session": round(daemon_cpu * 1000, 1),
             }
     return levels
 

@@ -18,12 +18,14 @@ from recordings import local_metadata, recording_browser
 from conftest import (
     RunningWorker,
     browser_root,
+    connected_page,
     eventually,
     make_config,
     report_fault,
     running_worker,
     session_processes,
 )
+from worker.config import Config, ConfigError
 from worker.pb import sandbox_pb2 as pb
 
 
@@ -242,6 +244,47 @@ async def test_no_browser_process_listens_on_a_tcp_port(
         sockets |= socket_inodes(pid)
     assert sockets, "expected the browser to hold some (unix) sockets"
     assert not sockets & listening_inodes()
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The nice of `pid`'s autogroup; None without autogroup scheduling."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except FileNotFoundError:
+        return None
+
+
+def thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of `pid` (nice is per thread)."""
+    nices = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            nices.add(int(f.read().rpartition(")")[2].split()[16]))
+    return nices
+
+
+async def test_browsers_run_at_a_lower_priority_than_the_daemon(tmp_path: Path) -> None:
+    async with running_worker(make_config(tmp_path, browser_nice=7)) as worker:
+        started = await worker.start()
+        async with connected_page(started) as page:
+            await page.goto("data:text/html,<p>a renderer exists now")
+            root = browser_pid(worker, started.session_id)
+            tree = [root, *session_processes(worker.config.state_dir, started.session_id)]
+            assert len(set(tree)) >= 3
+            for pid in tree:
+                assert thread_nices(pid) == {7}, pid
+            # Under autogroup scheduling only the session group's nice
+            # weighs against the daemon's group.
+            assert autogroup_nice(root) in (None, 7)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the daemon keeps its own
+
+
+def test_a_browser_nice_outside_0_to_19_is_refused() -> None:
+    with pytest.raises(ConfigError, match="browser_nice"):
+        Config.from_env({"SANDBOX_BROWSER_NICE": "20"})
+    with pytest.raises(ConfigError, match="browser_nice"):
+        Config.from_env({}, browser_nice=-1)
 
 
 async def test_list_sessions_filters_by_status_and_pages(worker: RunningWorker) -> None:

@@ -63,6 +63,10 @@ class Config:
     # (as root, with --no-sandbox).
     browser_sandbox: str = "auto"
     browser_uid_base: int = 200000
+    # Browsers run at this nice value (0 to 19) so the daemon, which relays
+    # every CDP message and answers Stop and health checks, is not queued
+    # behind page work on a saturated machine (bench/throughput.py).
+    browser_nice: int = 10
     # Each browser's tree gets a cgroup with these limits (v2, or v1 memory
     # and cpu on older hosts). Past the memory limit the kernel kills inside
     # that session only, and the session ends OUT_OF_MEMORY. 0: no limit.
@@ -177,6 +181,8 @@ class Config:
             raise ConfigError("browser_uid_base: must be a uid from 1000 to 2147479551")
         if self.network_isolation not in ("none", "namespace"):
             raise ConfigError("network_isolation: must be 'none' or 'namespace'")
+        if not 0 <= self.browser_nice <= 19:
+            raise ConfigError("browser_nice: must be from 0 to 19")
         if self.session_memory_mb < 0 or self.session_cpus < 0:
             raise ConfigError("session_memory_mb, session_cpus: must not be negative")
         if 0 < self.session_memory_mb < 64:

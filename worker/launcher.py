@@ -73,6 +73,8 @@ class LaunchSpec:
     cgroup_procs: tuple[Path, ...] = ()
     # The session's network namespace (worker.netns): the tree starts inside.
     netns: str = ""
+    # Scheduling niceness of the whole tree (see lower_priority).
+    nice: int = 0
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
@@ -222,7 +224,27 @@ def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     finally:
         os.close(child_in)
         os.close(child_out)
+    if spec.nice:
+        lower_priority(pid, spec.nice)
     return pid, from_browser_r, to_browser_w
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Give a just-spawned browser tree less CPU weight than the daemon.
+
+    With autogroup scheduling (most distributions' kernels) each session
+    (setsid) is a scheduling group and only the group's nice counts between
+    groups; it covers every process the tree will ever start. Otherwise the
+    process's own nice counts, and threads and children inherit it: set it
+    now, while the spawned program (setpriv, nsenter, or Chromium still
+    loading) has started nothing.
+    """
+    # No autogroup file (kernel option off) or no write to it (a container
+    # without /proc write access): the per-process nice below still holds.
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
+    with contextlib.suppress(ProcessLookupError):  # already gone: nothing to slow
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 async def launch(spec: LaunchSpec) -> BrowserProcess:

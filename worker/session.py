@@ -160,6 +160,7 @@ class Session:
             uid=self.uid,
             no_sandbox=not self._sandbox.chromium_sandbox,
             cgroup_procs=tuple(procs),
+            nice=self._config.browser_nice,
         )
 
     async def start(self) -> None:
