@@ -145,6 +145,13 @@ def _sandbox() -> browser_user.Plan:
     return browser_user.plan(config.browser_sandbox, config.browser_uid_base - 1, 1)
 
 
+@functools.cache
+def _settings() -> Config:
+    """The worker's settings from SANDBOX_* variables, read once: parsing
+    them would otherwise count in every raw launch's time."""
+    return Config.from_env(os.environ)
+
+
 def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
     """A browser launched the worker's way but without it: the baseline."""
     sandbox = _sandbox()
@@ -170,7 +177,7 @@ def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
         log_path=root / "log",
         window_width=1280,
         window_height=720,
-        nice=Config.from_env(os.environ).browser_nice,  # a session's priority
+        nice=_settings().browser_nice,  # a session's priority
     )
 
 

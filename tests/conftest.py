@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import http.server
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -223,3 +224,12 @@ def kill_worker_processes(state_dir: Path) -> None:
 
 def session_processes(state_dir: Path, session_id: str) -> list[int]:
     return reaper.pids_referencing(browser_root(state_dir, session_id))
+
+
+def thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of `pid` (nice is per thread)."""
+    nices = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            nices.add(int(f.read().rpartition(")")[2].split()[16]))
+    return nices

@@ -20,6 +20,7 @@ from conftest import (
     report_fault,
     running_worker,
     session_processes,
+    thread_nices,
 )
 from worker.limits import Cgroups, Limits
 from worker.pb import sandbox_pb2 as pb
@@ -121,3 +122,17 @@ async def test_a_cpu_quota_throttles_a_busy_page(tmp_path: Path) -> None:
         )
         throttled = int(stat.get("nr_throttled", "0"))
         assert throttled > 0, stat
+
+
+async def test_a_browser_in_its_own_cgroup_starts_at_its_nice(tmp_path: Path) -> None:
+    # Autogroups do not reach into a session's cgroup: the nice must be on
+    # every thread from the first exec on.
+    config = make_config(tmp_path, session_memory_mb=1024, browser_nice=6)
+    async with running_worker(config) as worker:
+        started = await worker.start()
+        async with connected_page(started) as page:
+            await page.goto("data:text/html,<p>a renderer exists now")
+            tree = session_processes(config.state_dir, started.session_id)
+            assert len(tree) >= 3
+            for pid in tree:
+                assert thread_nices(pid) == {6}, pid

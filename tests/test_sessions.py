@@ -24,7 +24,9 @@ from conftest import (
     report_fault,
     running_worker,
     session_processes,
+    thread_nices,
 )
+from worker import launcher
 from worker.config import Config, ConfigError
 from worker.pb import sandbox_pb2 as pb
 
@@ -255,15 +257,6 @@ def autogroup_nice(pid: int) -> int | None:
         return None
 
 
-def thread_nices(pid: int) -> set[int]:
-    """The nice value of every thread of `pid` (nice is per thread)."""
-    nices = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/stat") as f:
-            nices.add(int(f.read().rpartition(")")[2].split()[16]))
-    return nices
-
-
 async def test_browsers_run_at_a_lower_priority_than_the_daemon(tmp_path: Path) -> None:
     async with running_worker(make_config(tmp_path, browser_nice=7)) as worker:
         started = await worker.start()
@@ -272,12 +265,31 @@ async def test_browsers_run_at_a_lower_priority_than_the_daemon(tmp_path: Path) 
             root = browser_pid(worker, started.session_id)
             tree = [root, *session_processes(worker.config.state_dir, started.session_id)]
             assert len(set(tree)) >= 3
-            for pid in tree:
-                assert thread_nices(pid) == {7}, pid
-            # Under autogroup scheduling only the session group's nice
-            # weighs against the daemon's group.
-            assert autogroup_nice(root) in (None, 7)
+            if launcher.autogroup_scheduling():
+                # Between scheduling groups only the group's nice counts;
+                # the tree shares its group (crashpad handlers start their
+                # own sessions, and with them groups of their own).
+                assert autogroup_nice(root) == 7
+                group = [pid for pid in tree if os.getsid(pid) == root]
+                assert len(group) >= 3
+                for pid in group:
+                    assert autogroup_nice(pid) == 7, pid
+            else:
+                for pid in tree:
+                    assert thread_nices(pid) == {7}, pid
         assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the daemon keeps its own
+        assert autogroup_nice(os.getpid()) in (None, 0)
+
+
+def test_autogroups_count_only_in_the_root_cpu_cgroup() -> None:
+    v1_root = "4:memory:/x\n2:cpu,cpuacct:/\n0::/\n"
+    v1_docker = "2:cpu,cpuacct:/docker/abc\n0::/\n"
+    assert launcher.in_root_cpu_cgroup(v1_root, cpu_weight_here=False)
+    assert not launcher.in_root_cpu_cgroup(v1_docker, cpu_weight_here=False)
+    assert launcher.in_root_cpu_cgroup("0::/\n", cpu_weight_here=False)  # v2 host
+    # A v2 container's cgroup namespace also shows "/", but has cpu.weight.
+    assert not launcher.in_root_cpu_cgroup("0::/\n", cpu_weight_here=True)
+    assert not launcher.in_root_cpu_cgroup("0::/system.slice/w.service\n", False)
 
 
 def test_a_browser_nice_outside_0_to_19_is_refused() -> None:

@@ -8,6 +8,7 @@ Timeouts are fields, never constants buried in code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import os
@@ -258,8 +259,10 @@ class Config:
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
 
-    @property
+    @functools.cached_property
     def session_tmp_root(self) -> Path:
+        # Cached: every session asks several times, and resolving the state
+        # directory and hashing it showed in profiles of a start.
         if self.runtime_dir is not None:
             return self.runtime_dir
         digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:10]

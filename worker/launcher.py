@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -73,7 +74,7 @@ class LaunchSpec:
     cgroup_procs: tuple[Path, ...] = ()
     # The session's network namespace (worker.netns): the tree starts inside.
     netns: str = ""
-    # Scheduling niceness of the whole tree (see lower_priority).
+    # Scheduling niceness of the whole tree once it answers (see nice_later).
     nice: int = 0
 
 
@@ -112,10 +113,16 @@ def command_line(spec: LaunchSpec) -> list[str]:
 
 def spawn_argv(spec: LaunchSpec) -> list[str]:
     """What is exec'd: the browser's command line, behind `setpriv` when the
-    browser runs as a user of its own."""
+    browser runs as a user of its own and `nice` when it runs at a lower
+    priority."""
     argv = command_line(spec)
     if spec.uid is not None:
         argv = [browser_user.setpriv_path(), *browser_user.drop_args(spec.uid), *argv]
+    if spec.nice and not nice_later(spec):
+        # Set before the first exec, so every thread and child inherits it.
+        # Setting it from here once the spawn returns blocks the daemon for
+        # ~3 ms while the child execs, and races Chromium's first threads.
+        argv = [shutil.which("nice") or "/usr/bin/nice", "-n", str(spec.nice), *argv]
     if spec.netns:
         # Still root here: entering a namespace needs CAP_SYS_ADMIN.
         argv = [shutil.which("nsenter") or "/usr/bin/nsenter", f"--net={spec.netns}", *argv]
@@ -146,10 +153,17 @@ def _small_dev_shm() -> bool:
 class BrowserProcess:
     """A launched browser: its process group, CDP connection and exit."""
 
-    def __init__(self, pid: int, connection: cdp.Connection, transport: cdp.PipeTransport):
+    def __init__(
+        self,
+        pid: int,
+        connection: cdp.Connection,
+        transport: cdp.PipeTransport,
+        nice_later: int = 0,
+    ):
         self.pid = pid
         self.connection = connection
         self._transport = transport
+        self._nice_later = nice_later
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._watch_exit()
 
@@ -178,6 +192,15 @@ class BrowserProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+
+    def lower_priority(self) -> None:
+        """Give the booted tree its nice (when it booted without one)."""
+        if self._nice_later:
+            # Best effort: without the write the tree keeps the daemon's
+            # priority, which costs throughput on a busy host, not safety.
+            with contextlib.suppress(OSError), open(f"/proc/{self.pid}/autogroup", "w") as f:
+                f.write(str(self._nice_later))
+            self._nice_later = 0
 
     async def terminate(self, timeout: float) -> None:
         self.kill()
@@ -224,27 +247,50 @@ def spawn(spec: LaunchSpec) -> tuple[int, int, int]:
     finally:
         os.close(child_in)
         os.close(child_out)
-    if spec.nice:
-        lower_priority(pid, spec.nice)
     return pid, from_browser_r, to_browser_w
 
 
-def lower_priority(pid: int, nice: int) -> None:
-    """Give a just-spawned browser tree less CPU weight than the daemon.
+def nice_later(spec: LaunchSpec) -> bool:
+    """Whether the browser boots at the daemon's priority and is lowered at
+    its first answer (BrowserProcess.lower_priority).
 
-    With autogroup scheduling (most distributions' kernels) each session
-    (setsid) is a scheduling group and only the group's nice counts between
-    groups; it covers every process the tree will ever start. Otherwise the
-    process's own nice counts, and threads and children inherit it: set it
-    now, while the spawned program (setpriv, nsenter, or Chromium still
-    loading) has started nothing.
+    Under autogroup scheduling (most distributions' kernels, for processes
+    in the root CPU cgroup) each session (setsid) is a scheduling group and
+    between groups only the group's nice counts: one write lowers the whole
+    tree at any moment, so the boot, which a start waits for, need not be
+    slowed. Elsewhere (a container's cgroup, a session's own cgroup) nice
+    is per thread and inherited, so it is set before the first exec.
     """
-    # No autogroup file (kernel option off) or no write to it (a container
-    # without /proc write access): the per-process nice below still holds.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
-        f.write(str(nice))
-    with contextlib.suppress(ProcessLookupError):  # already gone: nothing to slow
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    return not spec.cgroup_procs and autogroup_scheduling()
+
+
+@functools.cache
+def autogroup_scheduling() -> bool:
+    """Whether the kernel groups this daemon's children by session (setsid)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            if f.read().strip() != "1":
+                return False
+        with open("/proc/self/cgroup") as f:
+            cgroups = f.read()
+    except OSError:
+        return False
+    return in_root_cpu_cgroup(cgroups, os.path.exists("/sys/fs/cgroup/cpu.weight"))
+
+
+def in_root_cpu_cgroup(proc_cgroup: str, cpu_weight_here: bool) -> bool:
+    """From /proc/self/cgroup: autogroups apply only in the root CPU cgroup.
+
+    `cpu_weight_here`: /sys/fs/cgroup/cpu.weight exists. A cgroup namespace
+    (containers on cgroup v2) shows its own cgroup as "/", and only the
+    real root has no cpu.weight.
+    """
+    lines = [line.split(":", 2) for line in proc_cgroup.splitlines() if line.count(":") >= 2]
+    cpu = [path for _, controllers, path in lines if "cpu" in controllers.split(",")]
+    if cpu:  # cgroup v1
+        return cpu == ["/"]
+    unified = [path for hierarchy, _, path in lines if hierarchy == "0"]
+    return unified == ["/"] and not cpu_weight_here
 
 
 async def launch(spec: LaunchSpec) -> BrowserProcess:
@@ -256,11 +302,12 @@ async def launch(spec: LaunchSpec) -> BrowserProcess:
     transport = await cdp.PipeTransport.open(
         from_browser_r, to_browser_w, connection.dispatch, connection.close
     )
-    return BrowserProcess(pid, connection, transport)
+    return BrowserProcess(pid, connection, transport, spec.nice if nice_later(spec) else 0)
 
 
 async def wait_ready(process: BrowserProcess, timeout: float) -> str:
     """Wait for the first CDP answer; returns a browser-target session id.
+    The browser then gets its lower priority, if it booted without it.
 
     The attach is sent in the same write burst as the readiness probe: right
     after its first answer the browser is busy opening its first tab, and a
@@ -281,6 +328,7 @@ async def wait_ready(process: BrowserProcess, timeout: float) -> str:
             call.cancel()
     if call in done:
         version, attached = call.result()
+        process.lower_priority()
         conn.version = version
         return str(attached["sessionId"])
     if process.exited in done:

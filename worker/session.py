@@ -133,11 +133,13 @@ class Session:
         # may pass through it, never list it.
         self._config.session_tmp_root.mkdir(mode=0o711, parents=True, exist_ok=True)
         own = self.tmp_directory
-        for sub in ("", "profile", "home", "downloads", "tmp"):
-            (own / sub).mkdir(mode=0o700, exist_ok=sub != "")
+        made = [own / sub for sub in ("", "profile", "home", "downloads", "tmp")]
+        for path in made:
+            path.mkdir(mode=0o700, exist_ok=path != own)
         if self._uids is not None:
             self.uid = self._uids.acquire()
-            browser_user.hand_over(own, self.uid)
+            for path in made:  # all empty yet: no tree to walk
+                os.chown(path, self.uid, self.uid)
         procs = self._cgroups.create(self.session_id) if self._cgroups is not None else []
         binary = (
             self._config.chromium_path
