@@ -29,6 +29,7 @@ from typing import Any
 from common import RESULTS, daemon, load_over_pipe, raw_spec, write_results
 from worker import launcher, loadtest, reaper
 from worker.config import Config
+from worker.metrics import cpu_seconds
 
 LEVELS = (1, 2, 4, 8)
 
@@ -54,14 +55,8 @@ def busy_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # idle, iowait
 
 
-def process_seconds(pid: int) -> float:
-    """CPU time of one process (user and system), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def raw_rate(concurrency: int, seconds: float, url: str, scratch: Path) -> float:
+async def raw_rate(concurrency: int, seconds: float, url: str, scratch: Path) -> tuple[int, float]:
+    """(sessions done, sessions a minute)."""
     config = Config.from_env(os.environ)
     deadline = time.monotonic() + seconds
     done = 0
@@ -74,10 +69,11 @@ async def raw_rate(concurrency: int, seconds: float, url: str, scratch: Path) ->
 
     began = time.monotonic()
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return done / (time.monotonic() - began) * 60
+    return done, done / (time.monotonic() - began) * 60
 
 
-async def worker_rate(target: str, concurrency: int, seconds: float, url: str) -> float:
+async def worker_rate(target: str, concurrency: int, seconds: float, url: str) -> tuple[int, float]:
+    """(sessions done, sessions a minute)."""
     options = loadtest.Options(
         target=target,
         concurrency=concurrency,
@@ -88,7 +84,8 @@ async def worker_rate(target: str, concurrency: int, seconds: float, url: str) -
     )
     result = await loadtest.run(options)
     assert not result["failures"], result["failures"]
-    return float(result["succeeded"]) / float(result["duration_s"]) * 60
+    done = int(result["succeeded"])
+    return done, done / float(result["duration_s"]) * 60
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -126,15 +123,13 @@ async def measure(seconds: float) -> dict[str, Any]:
         for concurrency in LEVELS:
             # Machine CPU per session says where a gap comes from: two cores
             # are saturated from one session on, so rate follows CPU cost.
-            began, busy = time.monotonic(), busy_seconds()
-            own = process_seconds(info["pid"])
-            worker = await worker_rate(info["grpc"], concurrency, seconds, url)
-            sessions = worker * (time.monotonic() - began) / 60
+            busy, own = busy_seconds(), cpu_seconds(info["pid"])
+            sessions, worker = await worker_rate(info["grpc"], concurrency, seconds, url)
             worker_cpu = (busy_seconds() - busy) / sessions
-            daemon_cpu = (process_seconds(info["pid"]) - own) / sessions
-            began, busy = time.monotonic(), busy_seconds()
-            raw = await raw_rate(concurrency, seconds, url, scratch)
-            raw_cpu = (busy_seconds() - busy) / (raw * (time.monotonic() - began) / 60)
+            daemon_cpu = (cpu_seconds(info["pid"]) - own) / sessions
+            busy = busy_seconds()
+            sessions, raw = await raw_rate(concurrency, seconds, url, scratch)
+            raw_cpu = (busy_seconds() - busy) / sessions
             levels[str(concurrency)] = {
                 "worker_per_min": round(worker, 1),
                 "raw_per_min": round(raw, 1),
