@@ -249,12 +249,18 @@ async def test_no_browser_process_listens_on_a_tcp_port(
 
 
 def autogroup_nice(pid: int) -> int | None:
-    """The nice of `pid`'s autogroup; None without autogroup scheduling."""
+    """The nice of `pid`'s autogroup; None when it has none of its own.
+
+    The file is missing without autogroup support, and empty for a process
+    in the default group (its session never called setsid since boot, as
+    under some CI runners and container inits).
+    """
     try:
         with open(f"/proc/{pid}/autogroup") as f:
-            return int(f.read().split()[-1])
+            fields = f.read().split()
     except FileNotFoundError:
         return None
+    return int(fields[-1]) if fields else None
 
 
 async def test_browsers_run_at_a_lower_priority_than_the_daemon(tmp_path: Path) -> None:
