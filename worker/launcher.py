@@ -295,8 +295,11 @@ def in_root_cpu_cgroup(proc_cgroup: str, cpu_weight_here: bool) -> bool:
 
 async def launch(spec: LaunchSpec) -> BrowserProcess:
     """Spawn a browser; returns once the process exists (not yet answering)."""
-    # posix_spawn (vfork + exec) returns in well under a millisecond: no
-    # reason to leave the event loop for it.
+    # posix_spawn (vfork + exec) takes 0.2-0.4 ms here; in about half the
+    # starts on a 2-vCPU VM the kernel then queues the daemon behind the new
+    # browser for 2-4 ms (perf sched). Spawning from a thread measured the
+    # same cold-start ratios, and the shared executor may be busy removing
+    # stopped sessions' profiles, so the spawn stays on the event loop.
     pid, from_browser_r, to_browser_w = spawn(spec)
     connection = cdp.Connection(lambda data: transport.write(data))
     transport = await cdp.PipeTransport.open(
