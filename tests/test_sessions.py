@@ -4,9 +4,11 @@ capacity, idempotency, isolation, drain. Each ending leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import stat
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,36 @@ async def test_a_killed_browser_ends_its_session_and_frees_capacity(
     await assert_gone(worker, started.session_id)
     status = await worker.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
     assert status.sessions_in_use == 0
+
+
+@pytest.mark.parametrize("ending", ["stopped", "stopped with a client on", "killed"])
+async def test_an_ended_session_is_freed_without_the_cycle_collector(
+    tmp_path: Path, ending: str
+) -> None:
+    """Ended sessions (with their recording's script and the multiplexer)
+    are freed by reference counting. Left to Python's full collections,
+    ~50 ended sessions were seen waiting in a soak's heap at once."""
+    async with running_worker(make_config(tmp_path)) as worker:
+        manager = worker.server.manager
+        assert manager is not None
+        recorded = await recording_browser(worker, "freed")
+        gc.collect()
+        gc.disable()
+        try:
+            started = await worker.start(browser_identifier=recorded)
+            session = weakref.ref(manager.live[started.session_id])
+            async with connected_page(started) as page:
+                await page.goto("data:text/html,<p>recorded")
+                if ending == "stopped with a client on":
+                    await worker.stop(started.session_id, recorded)
+                elif ending == "killed":
+                    os.kill(browser_pid(worker, started.session_id), signal.SIGKILL)
+                    await wait_terminated(worker, started.session_id, recorded)
+            if ending == "stopped":
+                await worker.stop(started.session_id, recorded)
+            await eventually(lambda: session() is None)
+        finally:
+            gc.enable()
 
 
 async def test_capacity_full_is_resource_exhausted_until_a_session_ends(

@@ -125,9 +125,10 @@ class AutomationServer:
         if kind == "live-view/ws":
             await self._live_view(connection, session)
             return
-        session.log.info("automation.connected", clients=len(session.mux.clients) + 1)
-        await session.mux.serve(connection)
-        session.log.info("automation.disconnected", clients=len(session.mux.clients))
+        mux = session.mux  # a closed session lets go of it
+        session.log.info("automation.connected", clients=len(mux.clients) + 1)
+        await mux.serve(connection)
+        session.log.info("automation.disconnected", clients=len(mux.clients))
 
     async def _live_view(self, connection: ServerConnection, session: Session) -> None:
         assert connection.request is not None and session.process is not None

@@ -460,6 +460,12 @@ class Session:
                 # Only now: nothing of this browser runs or is left on disk.
                 self._uids.release(self.uid)
                 self.uid = None
+            # Let go of what points back here (a cancelled watch keeps its
+            # frame, the multiplexer this session's methods): an ended
+            # session is then freed at once, not at the next full collection
+            # (a recording's ~90 KiB script with it).
+            self._watchdog = self._memory_watch = None
+            self.mux = None
             self.log.info(
                 "session.ended" if self.claimed else "pool.browser_ended",
                 reason=reason,
