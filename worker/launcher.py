@@ -119,9 +119,9 @@ def spawn_argv(spec: LaunchSpec) -> list[str]:
     if spec.uid is not None:
         argv = [browser_user.setpriv_path(), *browser_user.drop_args(spec.uid), *argv]
     if spec.nice and not nice_later(spec):
-        # Set before the first exec, so every thread and child inherits it.
-        # Setting it from here once the spawn returns blocks the daemon for
-        # ~3 ms while the child execs, and races Chromium's first threads.
+        # Set before the first exec, so every thread and child inherits it;
+        # a setpriority from here once the spawn returns would race
+        # Chromium's first threads.
         argv = [shutil.which("nice") or "/usr/bin/nice", "-n", str(spec.nice), *argv]
     if spec.netns:
         # Still root here: entering a namespace needs CAP_SYS_ADMIN.
