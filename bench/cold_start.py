@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from common import daemon, percentile, raw_spec, start_to_first_answer, summary, write_results
-from worker import launcher, reaper
+from worker.browser import launcher, reaper
 from worker.config import Config
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from websockets.sync.client import connect  # noqa: E402
 
-from worker import browser_user, launcher, reaper  # noqa: E402
+from worker.browser import launcher, reaper, users  # noqa: E402
 from worker.config import Config  # noqa: E402
 
 
@@ -138,11 +138,11 @@ def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
 
 
 @functools.cache
-def _sandbox() -> browser_user.Plan:
+def _sandbox() -> users.Plan:
     # The worker's own decision with its defaults (browser_sandbox=auto), so
     # the baseline pays for Chromium's sandbox exactly when the worker does.
     config = Config()
-    return browser_user.plan(config.browser_sandbox, config.browser_uid_base - 1, 1)
+    return users.plan(config.browser_sandbox, config.browser_uid_base - 1, 1)
 
 
 @functools.cache
@@ -165,7 +165,7 @@ def raw_spec(binary: Path, flavour: str, root: Path) -> launcher.LaunchSpec:
             if parent == temp or temp not in parent.parents:
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
-        browser_user.hand_over(root, uid)
+        users.hand_over(root, uid)
     return launcher.LaunchSpec(
         uid=uid,
         no_sandbox=not sandbox.chromium_sandbox,

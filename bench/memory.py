@@ -34,7 +34,7 @@ import grpc
 from websockets.sync.client import ClientConnection, connect
 
 from common import ROOT, daemon, load_over_pipe, raw_spec, write_results
-from worker import launcher, reaper
+from worker.browser import launcher, reaper
 from worker.config import Config
 from worker.metrics import process_groups, pss_bytes
 from worker.pb import sandbox_pb2 as pb

@@ -228,7 +228,7 @@ async def run(rounds: int, scratch: Path) -> dict[str, Any]:
 
 
 def _pid(state_dir: str, session_id: str) -> int:
-    from worker.store import Store
+    from worker.sessions.store import Store
 
     store = Store(Path(state_dir) / "state.db")
     try:

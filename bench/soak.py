@@ -27,7 +27,8 @@ import boto3
 import grpc
 
 from common import daemon, start_moto, write_results
-from worker import loadtest, reaper
+from worker.browser import reaper
+from worker.cli import loadtest
 from worker.config import Config
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc

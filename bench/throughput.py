@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from common import RESULTS, daemon, load_over_pipe, raw_spec, write_results
-from worker import launcher, loadtest, reaper
+from worker.browser import launcher, reaper
+from worker.cli import loadtest
 from worker.config import Config
 from worker.metrics import cpu_seconds
 

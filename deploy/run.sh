@@ -123,6 +123,8 @@ case "$mode" in
         "$venv/bin/ruff" format --check .
         say "mypy"
         "$venv/bin/mypy"
+        say "import contracts"
+        "$venv/bin/lint-imports" --no-cache >/dev/null || "$venv/bin/lint-imports" --no-cache
         say "pytest"
         exec "$venv/bin/python" -m pytest "$@"
         ;;

@@ -21,7 +21,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from worker import logs, reaper
+from worker import logs
+from worker.browser import reaper
 from worker.config import Config
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_daemon import daemon
 
 from conftest import browser_root
-from worker import reaper
+from worker.browser import reaper
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 

@@ -19,7 +19,7 @@ from test_proxies import external, load, routing
 
 from conftest import RunningWorker, make_config, report_fault, running_worker, session_page
 from upstreams import HOST_OVERRIDES, Origin, Proxy, unique_path
-from worker import netns
+from worker.network import netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or bool(netns.probe()), reason="needs root to make network namespaces"

@@ -22,7 +22,7 @@ from conftest import (
     session_processes,
     thread_nices,
 )
-from worker.limits import Cgroups, Limits
+from worker.browser.cgroups import Cgroups, Limits
 from worker.pb import sandbox_pb2 as pb
 
 

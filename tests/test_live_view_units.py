@@ -6,7 +6,7 @@ import base64
 import time
 from typing import Any
 
-from worker.live_view import QUALITIES, Viewer
+from worker.cdp.screencast import QUALITIES, Viewer
 
 
 class FakeConnection:

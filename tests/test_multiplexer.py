@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker import cdp
-from worker.multiplexer import MAX_IN_FLIGHT, Client, ClientGone
+from worker.cdp.multiplexer import MAX_IN_FLIGHT, Client, ClientGone
 
 
 class Browser:

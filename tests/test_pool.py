@@ -23,7 +23,7 @@ from conftest import (
 )
 from upstreams import HOST_OVERRIDES, Origin, Proxy, TLSOrigin, unique_path
 from worker.pb import sandbox_pb2 as pb
-from worker.session import Session
+from worker.sessions.session import Session
 
 
 @pytest_asyncio.fixture

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from worker import validation
+from worker.api import validation
 from worker.errors import FailedPrecondition, InvalidArgument
-from worker.model import StartRequest, Viewport
-from worker.routing import DIRECT, ProxyConfig, ProxyServer, matches, normalise_pattern
-from worker.secret_resolver import SecretResolver, is_reference
+from worker.network.routing import DIRECT, ProxyConfig, ProxyServer, matches, normalise_pattern
+from worker.sessions import secret_resolver
+from worker.sessions.model import StartRequest, Viewport
+from worker.sessions.secret_resolver import SecretResolver, is_reference
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:proxy-AbCdEf"
 
@@ -140,7 +141,7 @@ def test_a_fingerprint_changes_with_the_routing() -> None:
 
 
 def test_good_credentials_become_a_basic_header() -> None:
-    header = validation.basic_credentials(
+    header = secret_resolver.basic_credentials(
         "f", ARN, json.dumps({"username": "svc.user@corp", "password": "p4ss-word!"})
     )
     assert header == "Basic " + base64.b64encode(b"svc.user@corp:p4ss-word!").decode()
@@ -162,7 +163,7 @@ def test_good_credentials_become_a_basic_header() -> None:
 )
 def test_malformed_credentials_are_refused_without_their_content(text: str, reason: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        validation.basic_credentials("field.secret_arn", ARN, text)
+        secret_resolver.basic_credentials("field.secret_arn", ARN, text)
     assert reason in caught.value.reason and ARN in caught.value.reason
     for secret in ("pw", "a:b", "u:x"):
         assert secret not in caught.value.message.replace(ARN, "")

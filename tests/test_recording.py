@@ -19,7 +19,7 @@ from conftest import (
     serving_directory,
     session_page,
 )
-from worker import cli
+from worker.cli import main
 from worker.pb import sandbox_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ async def test_the_replay_viewer_rebuilds_the_recorded_pages_final_dom(
         out = tmp_path / "viewer" / "viewer.html"
         out.parent.mkdir()
         argv = ["replay", started.session_id, "--state-dir", str(worker.config.state_dir)]
-        assert await asyncio.to_thread(cli.main, [*argv, "--out", str(out)]) == 0
+        assert await asyncio.to_thread(main.main, [*argv, "--out", str(out)]) == 0
         viewer = await worker.start()  # the viewer runs in a session of its own
         # Sessions may not open file: URLs, so the file is served on loopback.
         try:

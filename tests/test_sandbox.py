@@ -19,12 +19,12 @@ import pytest
 import pytest_asyncio
 
 from conftest import RunningWorker, browser_root, connected_page, make_config, running_worker
-from worker import browser_user
+from worker.browser import users
 from worker.errors import Unavailable
 from worker.pb import sandbox_pb2 as pb
 
 needs_sandbox = pytest.mark.skipif(
-    os.geteuid() != 0 or bool(browser_user.probe(200000)),
+    os.geteuid() != 0 or bool(users.probe(200000)),
     reason="needs root and unprivileged user namespaces",
 )
 
@@ -72,7 +72,7 @@ def cmdline(pid: int) -> list[str]:
 def as_user(uid: int, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a command as a browser's uid (what a compromised browser could do)."""
     return subprocess.run(
-        [browser_user.setpriv_path(), *browser_user.drop_args(uid), *argv],
+        [users.setpriv_path(), *users.drop_args(uid), *argv],
         capture_output=True,
         text=True,
         timeout=10,
@@ -205,7 +205,7 @@ async def test_sandbox_off_runs_the_browser_as_the_daemon(tmp_path: Path) -> Non
 
 
 def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers(tmp_path: Path) -> None:
-    pool = browser_user.UidPool(500000, 2, locks=tmp_path)
+    pool = users.UidPool(500000, 2, locks=tmp_path)
     first, second = pool.acquire(), pool.acquire()
     assert (first, second) == (500000, 500001)
     with pytest.raises(Unavailable, match="in use"):
@@ -221,8 +221,8 @@ def test_uid_pool_hands_out_distinct_uids_and_refuses_strangers(tmp_path: Path) 
 
 
 def test_two_workers_on_one_host_never_hold_the_same_uid(tmp_path: Path) -> None:
-    one = browser_user.UidPool(500000, 4, locks=tmp_path)
-    other = browser_user.UidPool(500000, 4, locks=tmp_path)
+    one = users.UidPool(500000, 4, locks=tmp_path)
+    other = users.UidPool(500000, 4, locks=tmp_path)
     taken = [one.acquire(), other.acquire(), one.acquire(), other.acquire()]
     assert sorted(taken) == [500000, 500001, 500002, 500003]
     with pytest.raises(Unavailable, match="in use"):

@@ -28,7 +28,7 @@ from conftest import (
     session_processes,
     thread_nices,
 )
-from worker import launcher
+from worker.browser import launcher
 from worker.config import Config, ConfigError
 from worker.pb import sandbox_pb2 as pb
 

@@ -29,18 +29,19 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worker import ids, sigv4
-from worker.automation import AutomationServer
+from worker import ids
+from worker.api import sigv4
+from worker.api.automation import AutomationServer
+from worker.api.hosted import HostedAPI
+from worker.api.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
 from worker.config import Config, ConfigError
-from worker.hosted_api import HostedAPI
-from worker.manager import SessionManager
 from worker.metrics import Metrics, State
-from worker.model import WORKER_RESTARTED
+from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
-from worker.relay_control import RelayControl
-from worker.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
-from worker.store import Store
+from worker.sessions.manager import SessionManager
+from worker.sessions.model import WORKER_RESTARTED
+from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -22,7 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import browser_user, cdp, limits
+from worker import cdp
+
+# Every flag and why. Background-traffic flags matter because a session's
+# Every flag and why. Background-traffic flags matter because a session's
+from worker.browser import cgroups, users
 
 # Every flag and why. Background-traffic flags matter because a session's
 # requests go through its proxy and into its recording: the browser must not
@@ -117,7 +121,7 @@ def spawn_argv(spec: LaunchSpec) -> list[str]:
     priority."""
     argv = command_line(spec)
     if spec.uid is not None:
-        argv = [browser_user.setpriv_path(), *browser_user.drop_args(spec.uid), *argv]
+        argv = [users.setpriv_path(), *users.drop_args(spec.uid), *argv]
     if spec.nice and not nice_later(spec):
         # Set before the first exec, so every thread and child inherits it;
         # a setpriority from here once the spawn returns would race
@@ -127,7 +131,7 @@ def spawn_argv(spec: LaunchSpec) -> list[str]:
         # Still root here: entering a namespace needs CAP_SYS_ADMIN.
         argv = [shutil.which("nsenter") or "/usr/bin/nsenter", f"--net={spec.netns}", *argv]
     if spec.cgroup_procs:
-        argv = limits.join_argv(list(spec.cgroup_procs), argv)
+        argv = cgroups.join_argv(list(spec.cgroup_procs), argv)
     return argv
 
 

@@ -27,10 +27,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worker.cdp import CDPError
-from worker.live_view import Viewer
-from worker.manager import SessionManager
-from worker.model import DISABLED
-from worker.session import Session
+from worker.cdp.screencast import Viewer
+from worker.sessions.manager import SessionManager
+from worker.sessions.model import DISABLED
+from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The daemon's handle on the proxy relay process (`worker.relay`).
+"""The daemon's handle on the proxy relay process (`worker.network.relay`).
 
 It starts the relay with the worker, opens and closes one listener per
 proxied session, and keeps what it needs to rebuild them: if the relay dies,
@@ -25,11 +25,11 @@ import structlog
 
 import worker
 from worker.errors import Unavailable
-from worker.routing import ProxyConfig
+from worker.network.routing import ProxyConfig
 
 log = structlog.get_logger(__name__)
 
-# The relay imports `worker.relay` from the same tree as the daemon.
+# The relay imports `worker.network.relay` from the same tree as the daemon.
 PACKAGE_ROOT = str(Path(worker.__file__).resolve().parent.parent)
 RESTART_BACKOFF_S = 1.0  # a relay that keeps dying is restarted at most this often
 
@@ -65,7 +65,7 @@ class RelayControl:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "worker.relay",
+            "worker.network.relay",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,

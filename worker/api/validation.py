@@ -6,15 +6,13 @@ the field (proto spelling) and the reason, before any resource is touched.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Sequence
 
-from worker import secret_resolver
 from worker.errors import InvalidArgument
-from worker.model import Recording, Viewport
-from worker.routing import ProxyConfig, ProxyServer, normalise_pattern
+from worker.network.routing import ProxyConfig, ProxyServer, normalise_pattern
+from worker.sessions import secret_resolver
+from worker.sessions.model import Recording, Viewport
 
 BROWSER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}")
 BROWSER_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,47}(-[a-zA-Z0-9]{10})?")
@@ -32,8 +30,6 @@ MAX_PATTERNS = 100
 MAX_HOSTNAME = 253
 HOSTNAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 PATTERN = re.compile(r"\.?" + HOSTNAME.pattern)
-USERNAME = re.compile(r"[A-Za-z0-9@._+=-]+")
-FORBIDDEN_IN_PASSWORD = frozenset(":\"' \t\r\n")
 
 
 def _check(ok: bool, field: str, reason: str) -> None:
@@ -184,37 +180,6 @@ def domain_patterns(field: str, patterns: Sequence[str]) -> tuple[str, ...]:
             "must be a host name ('example.com') or a domain with a leading dot ('.example.com')",
         )
     return tuple(patterns)
-
-
-def basic_credentials(field: str, ref: str, text: str) -> str:
-    """A `{"username", "password"}` secret as a Proxy-Authorization value.
-
-    Messages name the secret, never a byte of its content."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    where = f"secret '{ref}'"
-    _check(
-        isinstance(data, dict)
-        and isinstance(data.get("username"), str)
-        and isinstance(data.get("password"), str),
-        field,
-        f'{where} must hold JSON {{"username": ..., "password": ...}}',
-    )
-    username, password = data["username"], data["password"]
-    _check(
-        USERNAME.fullmatch(username) is not None,
-        field,
-        f"{where}: username must be letters, digits and @._+=- only",
-    )
-    _check(
-        bool(password) and not FORBIDDEN_IN_PASSWORD.intersection(password),
-        field,
-        f"{where}: password must be non-empty, without colons, spaces, newlines or quotes",
-    )
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return f"Basic {token}"
 
 
 def browser_id(value: str, field: str = "browser_identifier") -> str:

@@ -24,13 +24,18 @@ from certstore import bundle
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
 from recorder.recording import Recording
-from worker import browser_user, launcher, netns, reaper, recordings
+from worker.browser import launcher, reaper, users
+from worker.browser.cgroups import Cgroups
 from worker.cdp import CDPError
+from worker.cdp.multiplexer import Multiplexer
 from worker.config import Config
 from worker.errors import Unavailable
-from worker.limits import Cgroups
 from worker.metrics import Metrics
-from worker.model import (
+from worker.network import netns
+from worker.network.control import RelayControl
+from worker.network.routing import ProxyConfig
+from worker.sessions import session_recording
+from worker.sessions.model import (
     BROWSER_EXITED,
     BROWSER_UNRESPONSIVE,
     OUT_OF_MEMORY,
@@ -40,9 +45,6 @@ from worker.model import (
     TIMEOUT,
     SessionRecord,
 )
-from worker.multiplexer import Multiplexer
-from worker.relay_control import RelayControl
-from worker.routing import ProxyConfig
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +71,7 @@ class Session:
         metrics: Metrics | None = None,
         pooled: bool = False,
         recording: Recording | None = None,
-        sandbox: browser_user.Plan | None = None,
+        sandbox: users.Plan | None = None,
         cgroups: Cgroups | None = None,
     ) -> None:
         self.record = record
@@ -83,7 +85,7 @@ class Session:
         self._certificates = list(certificates)  # validated, tool-level first
         self._metrics = metrics
         self.recording = recording
-        self._sandbox = sandbox or browser_user.Plan(False, None)
+        self._sandbox = sandbox or users.Plan(False, None)
         self._uids = self._sandbox.uids
         self._cgroups = cgroups
         self._memory_watch: asyncio.Task[None] | None = None
@@ -303,7 +305,7 @@ class Session:
             self._trust.install(spec.home_dir, self._certificates)
         pem = str(bundle.write(spec.home_dir / "ca-bundle.pem", self._certificates))
         if self.uid is not None:
-            browser_user.hand_over(spec.home_dir, self.uid)
+            users.hand_over(spec.home_dir, self.uid)
         return dataclasses.replace(
             spec, extra_env=(("SSL_CERT_FILE", pem), ("NODE_EXTRA_CA_CERTS", pem))
         )
@@ -313,7 +315,7 @@ class Session:
         self._trust.add(home, self._certificates)
         bundle.write(home / "ca-bundle.pem", self._certificates)
         if self.uid is not None:
-            browser_user.hand_over(home, self.uid)
+            users.hand_over(home, self.uid)
 
     def _on_ready(self, ready: asyncio.Future[str]) -> None:
         if ready.cancelled():
@@ -479,7 +481,7 @@ class Session:
             self.process is not None and not self.process.exited.done() and reason not in CRASHES
         )
         try:
-            await recordings.end(self.recording, reason, self._metrics, alive)
+            await session_recording.end(self.recording, reason, self._metrics, alive)
         except Exception as exc:  # the browser must still be stopped
             self.log.error("session.recording_end_failed", error=repr(exc))
 

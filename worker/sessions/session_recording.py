@@ -10,7 +10,7 @@ from recorder.service import Recorder, Settings
 from recorder.uploader import Hooks
 from worker.config import Config
 from worker.metrics import Metrics
-from worker.model import (
+from worker.sessions.model import (
     BROWSER_EXITED,
     BROWSER_UNRESPONSIVE,
     OUT_OF_MEMORY,

@@ -29,7 +29,7 @@ import structlog
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
-from worker import sigv4
+from worker.api import sigv4
 from worker.pb import sandbox_pb2 as pb
 
 log = structlog.get_logger(__name__)

@@ -27,9 +27,9 @@ from google.protobuf.json_format import MessageToDict
 
 from worker import logs, server
 from worker.config import Config, ConfigError
-from worker.model import DEFAULT_BROWSER_ID
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.sessions.model import DEFAULT_BROWSER_ID
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -234,7 +234,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _loadtest(args: argparse.Namespace) -> int:
-    from worker import loadtest  # its imports are only for this command
+    from worker.cli import loadtest  # its imports are only for this command
 
     options = loadtest.Options(
         target=args.target,
@@ -308,7 +308,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _artifact(state_dir: Path | None, session_id: str) -> str:
     """A session's recording folder, from the worker's state."""
-    from worker.store import Store
+    from worker.sessions.store import Store
 
     config = Config.from_env(os.environ, state_dir=state_dir)
     if not config.db_path.exists():

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from worker.model import BROWSER_EXITED, STOPPED
-from worker.session import Session
+from worker.sessions.model import BROWSER_EXITED, STOPPED
+from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
 

@@ -10,12 +10,14 @@ Secret). Errors name the field and the reference, never the content.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from worker.errors import FailedPrecondition, Unavailable
+from worker.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 FILE_PREFIX = "file:"
 SECRET_ARN = re.compile(
@@ -24,6 +26,9 @@ SECRET_ARN = re.compile(
 # A relative path of plain names: no "..", no absolute paths, no hidden parts.
 SECRET_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 MAX_SECRET_BYTES = 256 * 1024
+# What a proxy's Basic credentials may hold: nothing that breaks the header.
+USERNAME = re.compile(r"[A-Za-z0-9@._+=-]+")
+FORBIDDEN_IN_PASSWORD = frozenset(":\"' \t\r\n")
 
 
 def is_reference(value: str) -> bool:
@@ -123,3 +128,39 @@ class SecretResolver:
             return bytes(answer.get("SecretBinary", b"")).decode("utf-8")
         except UnicodeDecodeError:
             raise FailedPrecondition(f"{field}: secret '{ref}' is not UTF-8 text") from None
+
+
+def basic_credentials(field: str, ref: str, text: str) -> str:
+    """A `{"username", "password"}` secret as a Proxy-Authorization value.
+
+    Messages name the secret, never a byte of its content."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    where = f"secret '{ref}'"
+    _require(
+        isinstance(data, dict)
+        and isinstance(data.get("username"), str)
+        and isinstance(data.get("password"), str),
+        field,
+        f'{where} must hold JSON {{"username": ..., "password": ...}}',
+    )
+    username, password = data["username"], data["password"]
+    _require(
+        USERNAME.fullmatch(username) is not None,
+        field,
+        f"{where}: username must be letters, digits and @._+=- only",
+    )
+    _require(
+        bool(password) and not FORBIDDEN_IN_PASSWORD.intersection(password),
+        field,
+        f"{where}: password must be non-empty, without colons, spaces, newlines or quotes",
+    )
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return f"Basic {token}"
+
+
+def _require(ok: bool, field: str, reason: str) -> None:
+    if not ok:
+        raise InvalidArgument(field, reason)

@@ -30,8 +30,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from worker import netns
-from worker.relay_wire import (
+from worker.network import netns
+from worker.network.routing import DIRECT, ProxyConfig, normalise_host
+from worker.network.wire import (
     HEAD_LIMIT,
     BrowserProtocol,
     Counters,
@@ -44,7 +45,6 @@ from worker.relay_wire import (
     split_authority,
     status_of,
 )
-from worker.routing import DIRECT, ProxyConfig, normalise_host
 
 IDLE_TIMEOUT_S = 300.0  # a kept-alive browser connection with no request
 CONNECT_TIMEOUT_S = 10.0  # reaching an upstream proxy or origin

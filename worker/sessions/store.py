@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from worker.model import (
+from worker.sessions.model import (
     STARTING,
     TERMINATED,
     BrowserConfig,

@@ -20,22 +20,23 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from worker import __version__, validation
-from worker.automation import endpoint_path, live_view_path
+from worker import __version__
+from worker.api import validation
+from worker.api.automation import endpoint_path, live_view_path
 from worker.errors import InvalidArgument, WorkerError
-from worker.manager import ARN_PREFIX, SessionManager
 from worker.metrics import Metrics
-from worker.model import (
+from worker.network.routing import ProxyConfig
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.sessions.manager import ARN_PREFIX, SessionManager
+from worker.sessions.model import (
     DEFAULT_BROWSER_ID,
     BrowserConfig,
     SessionRecord,
     StartRequest,
     Viewport,
 )
-from worker.pb import sandbox_pb2 as pb
-from worker.pb import sandbox_pb2_grpc as pb_grpc
-from worker.routing import ProxyConfig
-from worker.session import Session
+from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
 

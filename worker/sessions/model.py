@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from worker.routing import ProxyConfig
+from worker.network.routing import ProxyConfig
 
 DEFAULT_BROWSER_ID = "aws.browser.v1"  # the hosted API's built-in browser id
 

@@ -17,7 +17,9 @@ import structlog
 from certstore import validate as certstore_validate
 from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate, CertificateError
-from worker import browser_user, ids, netns, reaper, recordings, validation
+from worker import ids
+from worker.browser import reaper, users
+from worker.browser.cgroups import Cgroups, Limits
 from worker.config import Config, ConfigError
 from worker.errors import (
     AlreadyExists,
@@ -29,9 +31,12 @@ from worker.errors import (
     Unavailable,
     WorkerError,
 )
-from worker.limits import Cgroups, Limits
 from worker.metrics import LiveSession, Metrics, State
-from worker.model import (
+from worker.network import netns
+from worker.network.control import RelayControl
+from worker.network.routing import ProxyConfig
+from worker.sessions import secret_resolver, session_recording
+from worker.sessions.model import (
     DEFAULT_BROWSER_ID,
     DISABLED,
     START_FAILED,
@@ -45,27 +50,25 @@ from worker.model import (
     StartRequest,
     Viewport,
 )
-from worker.pool import WarmPool
-from worker.relay_control import RelayControl
-from worker.routing import ProxyConfig
-from worker.secret_resolver import SecretResolver
-from worker.session import Session, remove_tree, sweep
-from worker.store import Store
+from worker.sessions.pool import WarmPool
+from worker.sessions.secret_resolver import SecretResolver
+from worker.sessions.session import Session, remove_tree, sweep
+from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
 
 ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
 
 
-def sandbox_plan(config: Config) -> browser_user.Plan:
+def sandbox_plan(config: Config) -> users.Plan:
     """Chromium's sandbox, and a uid per browser when the daemon is root."""
     try:
         # Live and pooled browsers are bounded by max_sessions; closing ones
         # keep their uid until their sweep is done, hence the headroom.
-        plan = browser_user.plan(
+        plan = users.plan(
             config.browser_sandbox, config.browser_uid_base, 2 * config.max_sessions + 16
         )
-    except browser_user.SandboxUnavailable as exc:
+    except users.SandboxUnavailable as exc:
         raise ConfigError(f"browser_sandbox: 'on', but {exc}") from None
     if plan.chromium_sandbox:
         log.info("worker.browser_sandbox", users="per browser" if plan.uids else "daemon's")
@@ -106,7 +109,7 @@ class SessionManager:
         self.metrics = metrics or Metrics()
         self.secrets = SecretResolver(config.secrets_dir, config.secret_timeout_s)
         self.trust = NSSStores(config.state_dir / "nss-cache")
-        self.recorder = recordings.recorder(config, self.metrics)
+        self.recorder = session_recording.recorder(config, self.metrics)
         self.sandbox = sandbox_plan(config)
         if config.network_isolation == "namespace" and (why := netns.probe()):
             raise ConfigError(f"network_isolation: 'namespace', but {why}")
@@ -347,7 +350,7 @@ class SessionManager:
         try:
             recording = None
             if browser.recording.enabled:
-                recording = recordings.start(self.recorder, browser, record)
+                recording = session_recording.start(self.recorder, browser, record)
             await session.claim(
                 record,
                 ids.new_token(),
@@ -379,7 +382,7 @@ class SessionManager:
                 ".credentials.basic_auth.secret_arn"
             )
             text = await self.secrets.fetch(field, ref)
-            return validation.basic_credentials(field, ref, text)
+            return secret_resolver.basic_credentials(field, ref, text)
 
         return list(
             await asyncio.gather(*(resolve(i, p.secret_ref) for i, p in enumerate(proxy.proxies)))
@@ -430,7 +433,7 @@ class SessionManager:
         record = self._record(request, browser, session_id)
         recording = None
         if browser.recording.enabled:
-            recording = recordings.start(self.recorder, browser, record)
+            recording = session_recording.start(self.recorder, browser, record)
         session = Session(
             record,
             ids.new_token(),

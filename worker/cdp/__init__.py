@@ -1,0 +1,13 @@
+"""The Chrome DevTools Protocol, and nothing about sessions: the pipe
+transport and client (connection), many clients on one browser
+(multiplexer), the screencast a live viewer watches (screencast)."""
+
+from worker.cdp.connection import (
+    CDPError,
+    Connection,
+    ConnectionClosed,
+    Message,
+    PipeTransport,
+)
+
+__all__ = ["CDPError", "Connection", "ConnectionClosed", "Message", "PipeTransport"]
