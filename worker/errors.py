@@ -1,8 +1,10 @@
 """Domain errors, each carrying the gRPC status it maps to.
 
-The servicer turns these into status codes in one place; anything else that
-escapes a handler becomes INTERNAL with a generic message, so no stack trace,
-upstream text or secret reaches a client.
+An error keeps the request field it is about (`field`, "" when none) and
+the reason apart, as data, up to the edge: the gRPC servicer shows
+`field: reason`, the hosted HTTP API puts the field in `fieldList` in its
+own spelling. Anything else that escapes a handler becomes INTERNAL with a
+generic message, so no stack trace, upstream text or secret reaches a client.
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ class WorkerError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
 
 
 class InvalidArgument(WorkerError):
-    """A request field is malformed; the message starts with the field's name."""
+    """A request field is malformed."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class NotFound(WorkerError):
@@ -55,3 +57,10 @@ class BrowserStartError(WorkerError):
     """The browser process did not come up; the session was cleaned up."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Internal(WorkerError):
+    """Something unexpected: the caller sees only that, the log the rest."""
+
+    def __init__(self) -> None:
+        super().__init__("", "internal error")

@@ -30,6 +30,8 @@ from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
 from worker.api import sigv4
+from worker.api.servicer import InProcessContext
+from worker.errors import WorkerError
 from worker.pb import sandbox_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -61,28 +63,24 @@ UNSUPPORTED = (
 class Refused(Exception):
     """An answer other than success, in the hosted API's terms."""
 
-    def __init__(self, status: int, code: str, message: str, field: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str = "", reason: str = ""
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
+        self.status, self.code, self.message = status, code, message
+        self.field, self.reason = field, reason  # what a ValidationException's fieldList says
 
     @classmethod
     def invalid(cls, field: str, reason: str) -> Refused:
-        return cls(400, "ValidationException", f"{field}: {reason}", field)
+        return cls(400, "ValidationException", f"{field}: {reason}", field, reason)
 
-
-class _Context:
-    """What the servicer needs of a gRPC context."""
-
-    def __init__(self, request_id: str) -> None:
-        self._metadata = (("x-request-id", request_id),)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        status, name = ERRORS.get(code, (500, "InternalServerException"))
-        field = details.split(":", 1)[0] if status == 400 and ":" in details else ""
-        raise Refused(status, name, _camel_message(details), _camel(field))
+    @classmethod
+    def of(cls, error: WorkerError) -> Refused:
+        """A domain error in the hosted API's terms: its field in their spelling."""
+        status, name = ERRORS.get(error.code, (500, "InternalServerException"))
+        field = _camel(error.field)
+        message = f"{field}: {error.reason}" if field else error.reason
+        return cls(status, name, message, field if status == 400 else "", error.reason)
 
 
 @dataclass
@@ -92,7 +90,7 @@ class Call:
     path: dict[str, str]
     query: dict[str, str]
     body: dict[str, Any]
-    context: _Context
+    context: InProcessContext
 
 
 Operation = Callable[["HostedAPI", Call], Awaitable[tuple[int, dict[str, Any]]]]
@@ -133,11 +131,15 @@ class HostedAPI:
             body = await request.read()
             self._authenticate(request, body)
             operation, path = _route(request.method, request.path)
-            call = Call(path, _query(request.query_string), _json(body), _Context(request_id))
+            call = Call(
+                path, _query(request.query_string), _json(body), InProcessContext(request_id)
+            )
             status, answer = await operation(self, call)
             return _respond(status, answer, request_id)
         except Refused as refusal:
             return _error(refusal, request_id)
+        except WorkerError as err:
+            return _error(Refused.of(err), request_id)
         except web.HTTPRequestEntityTooLarge:
             return _error(Refused(413, "ValidationException", "the body is too large"), request_id)
         except Exception:
@@ -223,8 +225,7 @@ def _error(refusal: Refused, request_id: str) -> web.Response:
     if refusal.code == "ValidationException":
         body["reason"] = "FieldValidationFailed" if refusal.field else "CannotParse"
         if refusal.field:
-            reason = refusal.message.split(": ", 1)[-1]
-            body["fieldList"] = [{"name": refusal.field, "message": reason}]
+            body["fieldList"] = [{"name": refusal.field, "message": refusal.reason}]
     return web.Response(
         status=refusal.status,
         body=json.dumps(body).encode(),
@@ -430,13 +431,6 @@ def _camel(field: str) -> str:
         words = head.split("_")
         parts.append(words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:]) + bracket + rest)
     return ".".join(parts)
-
-
-def _camel_message(details: str) -> str:
-    field, sep, reason = details.partition(": ")
-    if not sep or " " in field:
-        return details
-    return f"{_camel(field)}: {reason}"
 
 
 def _parse_error(text: str) -> str:

@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from worker import __version__
 from worker.api import validation
 from worker.api.automation import endpoint_path, live_view_path
-from worker.errors import InvalidArgument, WorkerError
+from worker.errors import Internal, InvalidArgument, WorkerError
 from worker.metrics import Metrics
 from worker.network.routing import ProxyConfig
 from worker.pb import sandbox_pb2 as pb
@@ -45,11 +44,23 @@ FLAVOURS: dict[int, str] = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headles
 FLAVOUR_PB: dict[str, Any] = {name: value for value, name in FLAVOURS.items()}
 
 
+class InProcessContext:
+    """What the hosted HTTP API passes for a gRPC context when it calls a
+    servicer in-process: its request id, and no status codes: a domain error
+    reaches the HTTP edge as itself, field and reason kept apart."""
+
+    def __init__(self, request_id: str) -> None:
+        self._metadata = (("x-request-id", request_id),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
 def _rpc(
-    handler: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    handler: Callable[[Any, Any, Any], Awaitable[R]],
+) -> Callable[[Any, Any, Any], Awaitable[R]]:
     @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: Any) -> R:
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get("x-request-id", "")) or secrets.token_hex(8)
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
@@ -60,18 +71,24 @@ def _rpc(
         except WorkerError as err:
             code = err.code.name
             log.info("rpc.refused", code=code, detail=err.message)
-            await context.abort(err.code, err.message)
+            await _refuse(context, err)
         except Exception:
             code = "INTERNAL"
             log.exception("rpc.internal_error")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await _refuse(context, Internal())
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "rpc")
             metrics.rpc_requests.labels(handler.__name__, code).inc()
             metrics.rpc_seconds.labels(handler.__name__).observe(time.perf_counter() - started)
-        raise AssertionError("unreachable: abort raises")
+        raise AssertionError("unreachable: a refusal raises")
 
     return wrapper
+
+
+async def _refuse(context: Any, error: WorkerError) -> None:
+    if isinstance(context, InProcessContext):
+        raise error from None
+    await context.abort(error.code, error.message)
 
 
 def timestamp(seconds: float) -> Timestamp:

@@ -125,7 +125,7 @@ class UidPool:
         # A client-visible refusal, not an internal error: the host is full
         # of browsers (other workers with the same range included).
         raise Unavailable(
-            f"browser_uid_base: all {self._count} browser uids from {self._base} are in use"
+            "browser_uid_base", f"all {self._count} browser uids from {self._base} are in use"
         )
 
     def in_use(self, uid: int) -> bool:

@@ -156,7 +156,7 @@ class RelayControl:
     def _send(self, body: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
-            raise Unavailable("proxy relay: not running")
+            raise Unavailable("proxy relay", "not running")
         self._seq += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[self._seq] = future
@@ -168,9 +168,9 @@ class RelayControl:
         try:
             answer = await asyncio.wait_for(future, self._call_timeout_s)
         except (TimeoutError, ConnectionError) as exc:
-            raise Unavailable(f"proxy relay: no answer ({type(exc).__name__})") from None
+            raise Unavailable("proxy relay", f"no answer ({type(exc).__name__})") from None
         if "error" in answer:
-            raise Unavailable(f"proxy relay: {answer['error']}")
+            raise Unavailable("proxy relay", str(answer["error"]))
         return answer
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:

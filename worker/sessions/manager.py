@@ -187,7 +187,7 @@ class SessionManager:
             return self._builtin
         browser = self.store.get_browser(browser_id)
         if browser is None:
-            raise NotFound(f"browser_identifier: no browser '{browser_id}'")
+            raise NotFound("browser_identifier", f"no browser '{browser_id}'")
         return browser
 
     def create_browser(
@@ -199,7 +199,7 @@ class SessionManager:
         certificate_arns: tuple[str, ...],
     ) -> BrowserConfig:
         if name == self._builtin.name or self.store.browser_name_taken(name):
-            raise AlreadyExists(f"name: a browser named '{name}' already exists")
+            raise AlreadyExists("name", f"a browser named '{name}' already exists")
         now = time.time()
         browser = BrowserConfig(
             browser_id=ids.new_browser_id(name),
@@ -226,11 +226,11 @@ class SessionManager:
     def delete_browser(self, browser_id: str) -> BrowserConfig:
         browser = self.get_browser(browser_id)
         if browser.built_in:
-            raise FailedPrecondition("browser_id: the built-in browser cannot be deleted")
+            raise FailedPrecondition("browser_id", "the built-in browser cannot be deleted")
         running = sum(1 for s in self.live.values() if s.record.browser_id == browser_id)
         if running:
             raise FailedPrecondition(
-                f"browser_id: {running} session(s) of this browser are running; stop them first"
+                "browser_id", f"{running} session(s) of this browser are running; stop them first"
             )
         self.store.delete_browser(browser_id)
         log.info("browser.deleted", browser_id=browser_id)
@@ -246,7 +246,7 @@ class SessionManager:
         """
         requested_at = time.perf_counter()
         if self.draining:
-            raise Unavailable("the worker is draining and takes no new sessions")
+            raise Unavailable("", "the worker is draining and takes no new sessions")
         browser = self.get_browser(request.browser_id)
         if request.client_token:
             earlier = await self._earlier_start(request)
@@ -286,7 +286,7 @@ class SessionManager:
     def _check_capacity(self, make_room: bool = False) -> None:
         if self.in_use >= self.config.max_sessions:
             raise ResourceExhausted(
-                f"capacity: all {self.config.max_sessions} sessions of this worker are in use"
+                "capacity", f"all {self.config.max_sessions} sessions of this worker are in use"
             )
         # Pooled browsers hold capacity only until a cold start needs it.
         if make_room and self.in_use + self.pool.count >= self.config.max_sessions:
@@ -364,7 +364,7 @@ class SessionManager:
             await session.close(START_FAILED)
             if isinstance(exc, asyncio.CancelledError | WorkerError):
                 raise
-            raise BrowserStartError(f"the browser did not start: {exc}") from None
+            raise BrowserStartError("", f"the browser did not start: {exc}") from None
         self.metrics.sessions_started.labels(record.flavour, "warm").inc()
         session.log.info("session.started", flavour=record.flavour, warm=True)
         return session
@@ -485,7 +485,7 @@ class SessionManager:
             if isinstance(exc, asyncio.CancelledError | WorkerError):
                 raise
             session.log.warning("session.start_failed", error=str(exc))
-            raise BrowserStartError(f"the browser did not start: {exc}") from None
+            raise BrowserStartError("", f"the browser did not start: {exc}") from None
         self.metrics.sessions_started.labels(session.record.flavour, "cold").inc()
         session.log.info(
             "session.started",
@@ -504,7 +504,7 @@ class SessionManager:
         live = self.live.get(session_id)
         record = live.record if live else self.store.get_session(session_id)
         if record is None or record.browser_id != browser_id:
-            raise NotFound(f"session_id: no session '{session_id}' of browser '{browser_id}'")
+            raise NotFound("session_id", f"no session '{session_id}' of browser '{browser_id}'")
         return record
 
     def list_sessions(
@@ -526,7 +526,7 @@ class SessionManager:
         record = self.find(browser_id, session_id)
         live = self.live.get(session_id)
         if live is None:
-            raise FailedPrecondition(f"session_id: session '{session_id}' has ended")
+            raise FailedPrecondition("session_id", f"session '{session_id}' has ended")
         if status not in ("ENABLED", "DISABLED"):
             raise InvalidArgument(
                 "stream_update.automation_stream_update.stream_status",
@@ -597,4 +597,4 @@ def _no_record(_record: SessionRecord) -> None:
 
 def _check_same_request(record: SessionRecord, request: StartRequest) -> None:
     if record.request_fingerprint != request.fingerprint():
-        raise AlreadyExists("client_token: already used with a different request")
+        raise AlreadyExists("client_token", "already used with a different request")

@@ -52,7 +52,7 @@ class SecretResolver:
 
     def _read_file(self, field: str, ref: str) -> str:
         def refuse(why: str) -> FailedPrecondition:
-            return FailedPrecondition(f"{field}: secret '{ref}' {why}")
+            return FailedPrecondition(field, f"secret '{ref}' {why}")
 
         if self._dir is None:
             raise refuse("is a file reference, but the worker has no secrets_dir")
@@ -96,7 +96,7 @@ class SecretResolver:
 
         match = SECRET_ARN.fullmatch(ref)
         if match is None:
-            raise FailedPrecondition(f"{field}: '{ref}' is not a Secrets Manager ARN")
+            raise FailedPrecondition(field, f"'{ref}' is not a Secrets Manager ARN")
         try:
             answer = self._client(match.group(1)).get_secret_value(SecretId=ref)
         except boto_errors.ClientError as exc:
@@ -106,28 +106,27 @@ class SecretResolver:
                 # Secrets Manager's own trouble, after botocore's retries:
                 # the caller may try again; the secret itself may be fine.
                 raise Unavailable(
-                    f"{field}: Secrets Manager failed for '{ref}' ({code}, HTTP {status});"
-                    " try again"
+                    field, f"Secrets Manager failed for '{ref}' ({code}, HTTP {status}); try again"
                 ) from None
             why = {
                 "ResourceNotFoundException": "does not exist",
                 "AccessDeniedException": "cannot be read by the worker (access denied)",
             }.get(code, f"cannot be read ({code})")
-            raise FailedPrecondition(f"{field}: secret '{ref}' {why}") from None
+            raise FailedPrecondition(field, f"secret '{ref}' {why}") from None
         except boto_errors.NoCredentialsError:
             raise FailedPrecondition(
-                f"{field}: the worker has no AWS credentials to read secret '{ref}'"
+                field, f"the worker has no AWS credentials to read secret '{ref}'"
             ) from None
         except (boto_errors.BotoCoreError, OSError) as exc:
             raise Unavailable(
-                f"{field}: Secrets Manager did not answer for '{ref}' ({type(exc).__name__})"
+                field, f"Secrets Manager did not answer for '{ref}' ({type(exc).__name__})"
             ) from None
         if "SecretString" in answer:
             return str(answer["SecretString"])
         try:
             return bytes(answer.get("SecretBinary", b"")).decode("utf-8")
         except UnicodeDecodeError:
-            raise FailedPrecondition(f"{field}: secret '{ref}' is not UTF-8 text") from None
+            raise FailedPrecondition(field, f"secret '{ref}' is not UTF-8 text") from None
 
 
 def basic_credentials(field: str, ref: str, text: str) -> str:

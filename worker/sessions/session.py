@@ -193,7 +193,7 @@ class Session:
             namespace = netns.path(self._netns)
         if proxy is not None:
             if self._relay is None:
-                raise Unavailable("proxy_configuration: this worker runs no proxy relay")
+                raise Unavailable("proxy_configuration", "this worker runs no proxy relay")
             self.proxy_port = await self._relay.open(
                 self.session_id, proxy, self._proxy_auth, namespace
             )

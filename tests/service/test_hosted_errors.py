@@ -1,0 +1,74 @@
+"""Refusals over the hosted HTTP API keep the field they are about as data:
+the error type, the field in the hosted JSON's spelling, and the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from service.conftest import fake_config
+
+from helpers.workers import RunningWorker, running_worker
+
+
+@pytest_asyncio.fixture
+async def open_worker(tmp_path: Path, fake_binary: Path) -> AsyncIterator[RunningWorker]:
+    async with running_worker(fake_config(tmp_path, fake_binary, http_api_auth="none")) as w:
+        yield w
+
+
+async def call(
+    worker: RunningWorker, method: str, path: str, body: Any = None
+) -> tuple[int, str, Any]:
+    """One request from a thread: the worker answers on this test's event loop."""
+    return await asyncio.to_thread(_call, worker.server.http_api_port, method, path, body)
+
+
+def _call(port: int, method: str, path: str, body: Any) -> tuple[int, str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, "", json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("x-amzn-ErrorType", ""), json.loads(err.read())
+
+
+async def test_a_bad_field_is_a_validation_exception_naming_it(open_worker: RunningWorker) -> None:
+    status, kind, body = await call(
+        open_worker,
+        "PUT",
+        "/browsers/aws.browser.v1/sessions/start",
+        {"viewPort": {"width": 10, "height": 720}},
+    )
+    assert (status, kind, body["reason"]) == (400, "ValidationException", "FieldValidationFailed")
+    reason = "must be between 320 and 3840"
+    assert body["fieldList"] == [{"name": "viewPort.width", "message": reason}]
+    assert body["message"] == f"viewPort.width: {reason}"
+
+
+async def test_an_unknown_session_is_not_found_in_the_hosted_spelling(
+    open_worker: RunningWorker,
+) -> None:
+    status, kind, body = await call(
+        open_worker,
+        "GET",
+        "/browsers/aws.browser.v1/sessions/get?sessionId=01ABCDEFGHJKMNPQRSTVWXYZ01",
+    )
+    assert (status, kind) == (404, "ResourceNotFoundException")
+    assert body["message"].startswith("sessionId: no session '01ABCDEFGHJKMNPQRSTVWXYZ01'")
+    assert "fieldList" not in body
+
+
+async def test_a_duplicate_browser_name_is_a_conflict(open_worker: RunningWorker) -> None:
+    create = {"name": "twice", "networkConfiguration": {"networkMode": "PUBLIC"}}
+    assert (await call(open_worker, "PUT", "/browsers", create))[0] == 202
+    status, kind, body = await call(open_worker, "PUT", "/browsers", create)
+    assert (status, kind) == (409, "ConflictException")
+    assert body["message"] == "name: a browser named 'twice' already exists"
