@@ -27,9 +27,9 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from websockets.sync.client import connect  # noqa: E402
 
 from worker.browser import launcher, reaper, users  # noqa: E402
+from worker.cli.cdp_client import SyncCDP  # noqa: E402
 from worker.config import Config  # noqa: E402
 
 
@@ -124,14 +124,8 @@ def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
     started = time.perf_counter()
     session = stub.StartBrowserSession(request)
     stream = session.streams.automation_stream
-    with connect(
-        stream.stream_endpoint,
-        additional_headers={"Authorization": f"Bearer {stream.token}"},
-        compression=None,
-    ) as ws:
-        ws.send('{"id":1,"method":"Browser.getVersion"}')
-        while '"id":1' not in (reply := str(ws.recv(timeout=30))):
-            pass
+    with SyncCDP.connect(stream.stream_endpoint, stream.token, timeout=30) as cdp:
+        reply = cdp.call("Browser.getVersion")
         elapsed = (time.perf_counter() - started) * 1000
     assert "product" in reply
     return elapsed, str(session.session_id)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import http.server
-import json
 import os
 import platform
 import statistics
@@ -31,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from websockets.sync.client import ClientConnection, connect
 
 from common import ROOT, daemon, load_over_pipe, raw_spec, write_results
 from worker.browser import launcher, reaper
+from worker.cli.cdp_client import SyncCDP
 from worker.config import Config
 from worker.metrics import process_groups, pss_bytes
 from worker.pb import sandbox_pb2 as pb
@@ -91,26 +90,13 @@ def pages() -> Iterator[str]:
         server.server_close()
 
 
-def open_page(ws: ClientConnection, url: str) -> None:
+def open_page(cdp: SyncCDP, url: str) -> None:
     """Create a page and load `url` in it, waiting for the load event."""
-
-    def call(msg_id: int, method: str, session: str = "", **params: Any) -> dict[str, Any]:
-        message: dict[str, Any] = {"id": msg_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        ws.send(json.dumps(message))
-        while True:
-            reply = json.loads(ws.recv(timeout=60))
-            if reply.get("id") == msg_id:
-                return dict(reply["result"])
-
-    target = call(1, "Target.createTarget", url="about:blank")["targetId"]
-    session = call(2, "Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-    call(3, "Page.enable", session)
-    call(4, "Page.navigate", session, url=url)
-    deadline = time.monotonic() + 60
-    while json.loads(ws.recv(timeout=60)).get("method") != "Page.loadEventFired":
-        assert time.monotonic() < deadline
+    target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+    session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    cdp.call("Page.enable", session)
+    cdp.call("Page.navigate", session, url=url)
+    cdp.until("Page.loadEventFired", session)
 
 
 def scrape_pss(port: int) -> dict[str, float]:
@@ -136,15 +122,8 @@ def measure(info: dict[str, Any], browser_id: str, url: str, count: int) -> dict
             )
             ids.append(started.session_id)
             stream = started.streams.automation_stream
-            ws = stack.enter_context(
-                connect(
-                    stream.stream_endpoint,
-                    additional_headers={"Authorization": f"Bearer {stream.token}"},
-                    compression=None,
-                    max_size=None,
-                )
-            )
-            open_page(ws, url)
+            cdp = stack.enter_context(SyncCDP.connect(stream.stream_endpoint, stream.token))
+            open_page(cdp, url)
         after = settled_mem_available()  # the browsers done with their first page
         pss = scrape_pss(info["metrics_port"])
         daemon_busy = rss_bytes(info["pid"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
-import json
 import os
 import platform
 import shutil
@@ -38,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from websockets.sync.client import ClientConnection, connect
 
 from common import daemon, summary, write_results
+from worker.cli.cdp_client import SyncCDP
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
@@ -175,9 +174,8 @@ def squid(scratch: Path) -> contextlib.AbstractContextManager[int]:
 class Page:
     """One page of a session, driven over the automation endpoint."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.next_id = 0
+    def __init__(self, cdp: SyncCDP) -> None:
+        self.cdp = cdp
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
             "sessionId"
@@ -185,24 +183,10 @@ class Page:
         self.call("Page.enable", session=self.session)
 
     def call(self, method: str, session: str = "", **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        self.ws.send(json.dumps(message))
-        while True:
-            reply = json.loads(self.ws.recv(timeout=120))
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
+        return self.cdp.call(method, session, **params)
 
     def wait_event(self, method: str) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if json.loads(self.ws.recv(timeout=60)).get("method") == method:
-                return
-        raise TimeoutError(method)
+        self.cdp.until(method)
 
     def evaluate(self, expression: str) -> Any:
         answer = self.call(
@@ -245,13 +229,8 @@ def session_page(target: str, proxy: pb.ProxyConfiguration | None) -> Iterator[P
         )
         stream = started.streams.automation_stream
         try:
-            with connect(
-                stream.stream_endpoint,
-                additional_headers={"Authorization": f"Bearer {stream.token}"},
-                compression=None,
-                max_size=None,
-            ) as ws:
-                yield Page(ws)
+            with SyncCDP.connect(stream.stream_endpoint, stream.token, timeout=120) as cdp:
+                yield Page(cdp)
         finally:
             sessions.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=started.session_id))
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from common import RESULTS, daemon, load_over_pipe, raw_spec, write_results
 from worker.browser import launcher, reaper
-from worker.cli import loadtest
+from worker.cli import loadtest, loopback
 from worker.config import Config
 from worker.metrics import cpu_seconds
 
@@ -115,9 +115,10 @@ async def measure(seconds: float) -> dict[str, Any]:
     levels: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="sbxt-") as tmp,
-        loadtest.served_page() as url,
+        loopback.serving_bytes(loadtest.PAGE) as base,
         daemon(Path(tmp), "--max-sessions", str(max(LEVELS))) as info,
     ):
+        url = base + "/"
         scratch = Path(tmp) / "raw"
         scratch.mkdir()
         await raw_rate(1, 2, url, scratch)  # warm the page cache for both

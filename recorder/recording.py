@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
+class BatchLimits:
     batch_bytes: int = 8 * 1024 * 1024  # uncompressed
     batch_age_s: float = 10.0
     drain_s: float = 0.25
@@ -47,7 +47,7 @@ class Recording:
         facts: dict[str, Any],
         destination: Destination,
         uploader: Uploader,
-        limits: Limits,
+        limits: BatchLimits,
     ) -> None:
         self.session_id = session_id
         self.directory = uploader.root / session_id

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.clients import Clients
-from recorder.recording import Limits, Recording
+from recorder.recording import BatchLimits, Recording
 from recorder.sink import LocalSink, S3Sink, Sink
 from recorder.spool import Destination, Meter
 from recorder.uploader import Hooks, Uploader
@@ -34,7 +34,7 @@ class Settings:
     sts_endpoint_url: str = ""
     region: str = ""
     s3_timeout_s: float = 5.0
-    limits: Limits = dataclasses.field(default_factory=Limits)
+    limits: BatchLimits = dataclasses.field(default_factory=BatchLimits)
 
 
 class Recorder:

@@ -13,6 +13,11 @@ daemon left behind, so none are left to accrue cost.
 Once a session ended and all its batches are up, its metadata.json is
 written and its spool folder removed. boto3 runs in threads, never on the
 event loop, with a cap on concurrent calls.
+
+Why one module of about 430 lines: single uploads, multipart streaming,
+retries and recovery share one piece of state (what is in flight for each
+batch, written down before each S3 call so a restart can finish or abort
+it); spread over files, that invariant would be too.
 """
 
 from __future__ import annotations

@@ -79,100 +79,101 @@ class State:
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        ProcessCollector(registry=r)  # the daemon's own CPU, RSS and fds
-        self.sessions_started = Counter(
-            "sandbox_sessions_started_total",
-            "Sessions started, on a pooled browser (warm) or a new one (cold)",
-            ["flavour", "start"],
-            registry=r,
-        )
-        self.sessions_ended = Counter(
-            "sandbox_sessions_ended_total",
-            "Sessions ended, by termination reason",
-            ["reason", "flavour"],
-            registry=r,
-        )
-        self.start_seconds = Histogram(
-            "sandbox_session_start_seconds",
-            "StartBrowserSession received to the browser's first CDP answer",
-            ["flavour"],
-            buckets=START_BUCKETS,
-            registry=r,
-        )
-        self.session_seconds = Histogram(
-            "sandbox_session_duration_seconds",
-            "Session lifetime",
-            ["flavour"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.browser_crashes = Counter(
-            "sandbox_browser_crashes_total",
-            "Browsers that exited on their own (BROWSER_EXITED or START_FAILED)",
-            ["flavour"],
-            registry=r,
-        )
-        self.orphans_reaped = Counter(
-            "sandbox_orphans_reaped_total",
-            "Processes of an earlier, killed worker run that start-up killed",
-            registry=r,
-        )
-        self.automation_refused = Counter(
-            "sandbox_automation_refused_total",
-            "Automation connections refused in the handshake, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.cdp_messages = Counter(
-            "sandbox_cdp_messages_total",
-            "CDP messages through the automation endpoint (in: from clients)",
-            ["direction"],
-            registry=r,
-        )
-        self.rpc_requests = Counter(
-            "sandbox_grpc_requests_total", "gRPC calls", ["method", "code"], registry=r
-        )
-        self.rpc_seconds = Histogram(
-            "sandbox_grpc_request_seconds",
-            "gRPC call latency",
-            ["method"],
-            buckets=RPC_BUCKETS,
-            registry=r,
-        )
-        self.live_viewers = Gauge(
-            "sandbox_live_view_viewers", "Live-view viewers connected", registry=r
-        )
-        self.recording_events = Counter(
-            "sandbox_recording_events_total",
-            "Events recorded (rrweb and CDP), written to the spool",
-            registry=r,
-        )
-        self.recording_dropped = Counter(
-            "sandbox_recording_dropped_events_total",
-            "Events dropped by a bound (memory: per-session queue; spool: disk full)",
-            ["bound"],
-            registry=r,
-        )
-        self.recording_uploaded_bytes = Counter(
-            "sandbox_recording_uploaded_bytes_total",
-            "Compressed recording bytes the destination confirmed",
-            registry=r,
-        )
-        self.recording_retries = Counter(
-            "sandbox_recording_upload_retries_total",
-            "Recording upload calls retried after an error",
-            ["operation"],
-            registry=r,
-        )
-        self.recordings_finished = Counter(
-            "sandbox_recordings_finished_total",
-            "Recordings whose metadata.json was written",
-            ["complete"],
-            registry=r,
-        )
+        ProcessCollector(registry=self.registry)  # the daemon's own CPU, RSS and fds
+        self._declare_sessions()
+        self._declare_clients()
+        self._declare_rpc()
+        self._declare_recording()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _counter(self, name: str, text: str, *labels: str) -> Counter:
+        return Counter(name, text, list(labels), registry=self.registry)
+
+    def _histogram(
+        self, name: str, text: str, buckets: tuple[float, ...], *labels: str
+    ) -> Histogram:
+        return Histogram(name, text, list(labels), buckets=buckets, registry=self.registry)
+
+    def _declare_sessions(self) -> None:
+        self.sessions_started = self._counter(
+            "sandbox_sessions_started_total",
+            "Sessions started, on a pooled browser (warm) or a new one (cold)",
+            "flavour",
+            "start",
+        )
+        self.sessions_ended = self._counter(
+            "sandbox_sessions_ended_total",
+            "Sessions ended, by termination reason",
+            "reason",
+            "flavour",
+        )
+        self.start_seconds = self._histogram(
+            "sandbox_session_start_seconds",
+            "StartBrowserSession received to the browser's first CDP answer",
+            START_BUCKETS,
+            "flavour",
+        )
+        self.session_seconds = self._histogram(
+            "sandbox_session_duration_seconds", "Session lifetime", DURATION_BUCKETS, "flavour"
+        )
+        self.browser_crashes = self._counter(
+            "sandbox_browser_crashes_total",
+            "Browsers that exited on their own (BROWSER_EXITED or START_FAILED)",
+            "flavour",
+        )
+        self.orphans_reaped = self._counter(
+            "sandbox_orphans_reaped_total",
+            "Processes of an earlier, killed worker run that start-up killed",
+        )
+
+    def _declare_clients(self) -> None:
+        self.automation_refused = self._counter(
+            "sandbox_automation_refused_total",
+            "Automation connections refused in the handshake, by reason",
+            "reason",
+        )
+        self.cdp_messages = self._counter(
+            "sandbox_cdp_messages_total",
+            "CDP messages through the automation endpoint (in: from clients)",
+            "direction",
+        )
+        self.live_viewers = Gauge(
+            "sandbox_live_view_viewers", "Live-view viewers connected", registry=self.registry
+        )
+
+    def _declare_rpc(self) -> None:
+        self.rpc_requests = self._counter(
+            "sandbox_grpc_requests_total", "gRPC calls", "method", "code"
+        )
+        self.rpc_seconds = self._histogram(
+            "sandbox_grpc_request_seconds", "gRPC call latency", RPC_BUCKETS, "method"
+        )
+
+    def _declare_recording(self) -> None:
+        self.recording_events = self._counter(
+            "sandbox_recording_events_total",
+            "Events recorded (rrweb and CDP), written to the spool",
+        )
+        self.recording_dropped = self._counter(
+            "sandbox_recording_dropped_events_total",
+            "Events dropped by a bound (memory: per-session queue; spool: disk full)",
+            "bound",
+        )
+        self.recording_uploaded_bytes = self._counter(
+            "sandbox_recording_uploaded_bytes_total",
+            "Compressed recording bytes the destination confirmed",
+        )
+        self.recording_retries = self._counter(
+            "sandbox_recording_upload_retries_total",
+            "Recording upload calls retried after an error",
+            "operation",
+        )
+        self.recordings_finished = self._counter(
+            "sandbox_recordings_finished_total",
+            "Recordings whose metadata.json was written",
+            "complete",
+        )
 
     def watch(self, snapshot: Callable[[], State]) -> None:
         """Report the worker's present state on every scrape."""

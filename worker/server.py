@@ -1,16 +1,19 @@
 """The worker's lifecycle, top to bottom: start, serve, drain, stop.
 
-Start: lock the state directory (one worker per directory, so two workers
-never reap each other's browsers), start the proxy relay, reap what a killed
-earlier run left, open the automation endpoint, then the gRPC server, then
-report SERVING.
+Start, each part in the order the next one needs it: lock the state
+directory (one worker per directory, so two workers never reap each other's
+browsers) and open the store, start the proxy relay, start the session
+manager (it reaps what a killed earlier run left and starts the pool), serve
+metrics, the automation endpoint, gRPC and the HTTP API, then report SERVING.
 
 Stop (SIGTERM or SIGINT only set an event; this sequence does the work):
 1. health NOT_SERVING, so orchestrators and probes stop sending sessions;
-2. refuse new sessions and wait for running ones up to the drain deadline;
-3. close the rest concurrently (one failure does not stop the others);
-4. stop the proxy relay, close the automation endpoint, then the gRPC
-   server, then the state file.
+2. the manager drains: it refuses new sessions, waits for running ones up
+   to the deadline, closes the rest concurrently (one failure does not stop
+   the others) and flushes their recordings;
+3. the proxy relay, once no session listens on it;
+4. the HTTP API, the automation endpoint and gRPC, then metrics;
+5. the store, then the lock.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.sessions.manager import SessionManager
-from worker.sessions.model import WORKER_RESTARTED
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -82,51 +84,18 @@ class WorkerServer:
         self._serving = False
 
     async def start(self) -> None:
-        config = self.config
-        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # The state database, spool and local recordings inside are the
-        # daemon's alone, whatever mode an existing directory was given.
-        config.state_dir.chmod(0o700)
-        self._lock = _lock_state_dir(config)
-        self._store = Store(config.db_path)
+        """Each part in the order the next one needs it."""
+        self._open_state()
         # The relay runs from the start, so no proxied session waits for a
         # Python process to boot.
-        self.relay = RelayControl(config.host_override_map())
+        self.relay = RelayControl(self.config.host_override_map())
         await self.relay.start()
-        self.manager = SessionManager(config, self._store, self.relay, self.metrics)
-        self.manager.recover()
-        # Recordings an earlier run left in the spool: uploaded and finished
-        # in the background, the ones it was still writing marked incomplete.
-        spooled = await self.manager.recorder.recover(WORKER_RESTARTED)
-        if spooled:
-            log.warning("worker.recordings_recovered", sessions=spooled)
-        self.manager.pool.start()
+        assert self._store is not None
+        self.manager = SessionManager(self.config, self._store, self.relay, self.metrics)
+        await self.manager.start()
         self._serve_metrics()
-
-        self._automation = AutomationServer(self.manager)
-        host, port = split_host_port(config.automation_listen, "automation_listen")
-        self.automation_port = await self._automation.start(host, port)
-        public = config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
-
-        server = grpc.aio.server()
-        browsers = BrowsersServicer(self.manager)
-        sessions = SessionsServicer(self.manager, public)
-        pb_grpc.add_BrowsersServicer_to_server(browsers, server)
-        pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
-        pb_grpc.add_WorkerServicer_to_server(WorkerServicer(self.manager, self.worker_id), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
-        credentials = server_credentials(config)
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(config.grpc_listen)
-        else:
-            self.grpc_port = server.add_secure_port(config.grpc_listen, credentials)
-        if not self.grpc_port:
-            raise ConfigError(f"grpc_listen: cannot listen on {config.grpc_listen}")
-        await server.start()
-        self._grpc = server
+        public = await self._serve_automation(self.manager)
+        browsers, sessions = await self._serve_grpc(self.manager, public)
         await self._serve_http_api(browsers, sessions)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
@@ -136,10 +105,51 @@ class WorkerServer:
             worker_id=self.worker_id,
             grpc_port=self.grpc_port,
             automation_url=public,
-            capacity=config.max_sessions,
+            capacity=self.config.max_sessions,
             metrics_port=self.metrics_port,
-            state_dir=str(config.state_dir),
+            state_dir=str(self.config.state_dir),
         )
+
+    def _open_state(self) -> None:
+        state_dir = self.config.state_dir
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The state database, spool and local recordings inside are the
+        # daemon's alone, whatever mode an existing directory was given.
+        state_dir.chmod(0o700)
+        self._lock = _lock_state_dir(self.config)
+        self._store = Store(self.config.db_path)
+
+    async def _serve_automation(self, manager: SessionManager) -> str:
+        """The automation and live-view endpoint; returns its public base URL."""
+        self._automation = AutomationServer(manager)
+        host, port = split_host_port(self.config.automation_listen, "automation_listen")
+        self.automation_port = await self._automation.start(host, port)
+        return self.config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
+
+    async def _serve_grpc(
+        self, manager: SessionManager, public: str
+    ) -> tuple[BrowsersServicer, SessionsServicer]:
+        server = grpc.aio.server()
+        browsers = BrowsersServicer(manager)
+        sessions = SessionsServicer(manager, public)
+        pb_grpc.add_BrowsersServicer_to_server(browsers, server)
+        pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
+        pb_grpc.add_WorkerServicer_to_server(WorkerServicer(manager, self.worker_id), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        listen = self.config.grpc_listen
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(listen)
+        else:
+            self.grpc_port = server.add_secure_port(listen, credentials)
+        if not self.grpc_port:
+            raise ConfigError(f"grpc_listen: cannot listen on {listen}")
+        await server.start()
+        self._grpc = server
+        return browsers, sessions
 
     def _serve_metrics(self) -> None:
         if not self.config.metrics_listen:
@@ -215,19 +225,18 @@ class WorkerServer:
         self._stopped = True
         self._serving = False
         timeout = self.config.drain_timeout_s if drain_timeout is None else drain_timeout
+        # 1. Probes and orchestrators stop sending sessions.
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # 2. Refuse new sessions, wait for running ones, close the rest,
+        #    flush their recordings.
         if self.manager is not None:
-            await self.manager.drain(timeout)
-            if self.manager.cgroups is not None:
-                self.manager.cgroups.close()  # every session's cgroup is gone
-            # After the sessions: their last batches are in the spool now.
-            flushed = await self.manager.recorder.stop(self.config.recording_flush_timeout_s)
-            if not flushed:
-                log.warning("worker.recordings_spooled", detail="uploads resume at next start")
+            await self.manager.stop(timeout)
+        # 3. The relay, after the sessions: their listeners are closed.
         if self.relay is not None:
-            await self.relay.stop()  # after the sessions: their listeners are closed
+            await self.relay.stop()
         with contextlib.suppress(OSError):  # the sessions' TMPDIR root, if empty
             self.config.session_tmp_root.rmdir()
+        # 4. The front doors, then metrics.
         if self._http_api is not None:
             await self._http_api.stop()
         if self._automation is not None:
@@ -235,6 +244,7 @@ class WorkerServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         await asyncio.to_thread(self.metrics.stop)
+        # 5. The state: store, then the lock another worker may take.
         if self._store is not None:
             self._store.close()
         if self._lock is not None:

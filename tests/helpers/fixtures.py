@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from helpers.pages import serving_directory
 from helpers.workers import RunningWorker, make_config, running_worker
+from worker.cli.loopback import serving_directory
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 

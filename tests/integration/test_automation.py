@@ -20,6 +20,7 @@ from helpers.faults import report_fault
 from helpers.recordings import local_metadata, recording_browser
 from helpers.waits import eventually
 from helpers.workers import ROOT, RunningWorker, browser_root, session_page, session_processes
+from worker.cli.cdp_client import AsyncCDP, CommandFailed
 from worker.pb import sandbox_pb2 as pb
 
 NODE_CLIENT = ROOT / "tests" / "js" / "puppeteer_drive.mjs"
@@ -28,15 +29,6 @@ NODE_CLIENT = ROOT / "tests" / "js" / "puppeteer_drive.mjs"
 def endpoint(started: Any) -> tuple[str, str]:
     stream = started.streams.automation_stream
     return stream.stream_endpoint, stream.token
-
-
-async def cdp_call(ws: Any, msg_id: int, method: str, **extra: Any) -> dict[str, Any]:
-    await ws.send(json.dumps({"id": msg_id, "method": method, **extra}))
-    async with asyncio.timeout(10):
-        while True:
-            reply: dict[str, Any] = json.loads(await ws.recv())
-            if reply.get("id") == msg_id:
-                return reply
 
 
 @pytest.mark.parametrize("flavour", [pb.CHROMIUM, pb.HEADLESS_SHELL])
@@ -124,8 +116,8 @@ async def test_wrong_missing_or_another_sessions_token_is_refused(worker: Runnin
                 pass
         assert info.value.response.status_code == 401
     async with connect(url + f"?token={token}") as ws:  # for clients without headers
-        reply = await cdp_call(ws, 1, "Browser.getVersion")
-        assert "Chrome" in reply["result"]["product"]
+        reply = await AsyncCDP(ws).call("Browser.getVersion")
+        assert "Chrome" in reply["product"]
     unknown = url.replace(first.session_id, "01NOSUCHSESSION000000000000")
     with pytest.raises(websockets.InvalidStatus) as info:
         async with connect(unknown, additional_headers={"Authorization": f"Bearer {token}"}):
@@ -150,46 +142,33 @@ async def test_disabling_the_stream_closes_clients_and_refuses_new_ones(
             )
         )
 
-    async with connect(url, additional_headers=auth) as ws:
-        await cdp_call(ws, 1, "Browser.getVersion")
+    async with AsyncCDP.connect(url, token, timeout=5) as cdp:
+        await cdp.call("Browser.getVersion")
         updated = await update(pb.DISABLED)
         assert updated.streams.automation_stream.stream_status == pb.DISABLED
         with pytest.raises(websockets.ConnectionClosed):
-            async with asyncio.timeout(5):
-                await cdp_call(ws, 2, "Browser.getVersion")
+            await cdp.call("Browser.getVersion")
     with pytest.raises(websockets.InvalidStatus) as info:
         async with connect(url, additional_headers=auth):
             pass
     assert info.value.response.status_code == 403
     await update(pb.ENABLED)
-    async with connect(url, additional_headers=auth) as ws:
-        assert "result" in await cdp_call(ws, 1, "Browser.getVersion")
+    async with AsyncCDP.connect(url, token) as cdp:
+        assert "product" in await cdp.call("Browser.getVersion")
 
 
 async def test_clients_see_only_their_own_sessions(worker: RunningWorker) -> None:
     started = await worker.start()
     url, token = endpoint(started)
-    auth = {"Authorization": f"Bearer {token}"}
-    async with (
-        connect(url, additional_headers=auth) as a,
-        connect(url, additional_headers=auth) as b,
-    ):
-        created = await cdp_call(a, 1, "Target.createTarget", params={"url": "about:blank"})
-        attached = await cdp_call(
-            a,
-            2,
-            "Target.attachToTarget",
-            params={"targetId": created["result"]["targetId"], "flatten": True},
-        )
-        child = attached["result"]["sessionId"]
-        mine = await cdp_call(
-            a, 3, "Runtime.evaluate", params={"expression": "6*7"}, sessionId=child
-        )
-        assert mine["result"]["result"]["value"] == 42
-        theirs = await cdp_call(
-            b, 1, "Runtime.evaluate", params={"expression": "1"}, sessionId=child
-        )
-        assert theirs["error"]["code"] == -32001
+    async with AsyncCDP.connect(url, token) as a, AsyncCDP.connect(url, token) as b:
+        created = await a.call("Target.createTarget", url="about:blank")
+        attached = await a.call("Target.attachToTarget", targetId=created["targetId"], flatten=True)
+        child = attached["sessionId"]
+        mine = await a.call("Runtime.evaluate", child, expression="6*7")
+        assert mine["result"]["value"] == 42
+        with pytest.raises(CommandFailed) as theirs:
+            await b.call("Runtime.evaluate", child, expression="1")
+        assert theirs.value.code == -32001
 
 
 async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -> None:
@@ -201,7 +180,7 @@ async def test_a_browser_crash_closes_connected_clients(worker: RunningWorker) -
     process = worker.server.manager.live[started.session_id].process
     assert process is not None
     async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        await cdp_call(ws, 1, "Browser.getVersion")  # answered: the browser has booted
+        await AsyncCDP(ws).call("Browser.getVersion")  # answered: the browser has booted
         os.kill(process.pid, signal.SIGKILL)
         with pytest.raises(websockets.ConnectionClosed) as info:
             async with asyncio.timeout(10):

@@ -22,12 +22,12 @@ from helpers.workers import (
     session_processes,
     thread_nices,
 )
-from worker.browser.cgroups import Cgroups, Limits
+from worker.browser.cgroups import CgroupLimits, Cgroups
 from worker.pb import sandbox_pb2 as pb
 
 
 def cgroups_available() -> bool:
-    found = Cgroups.discover("sandbox-test-probe", Limits(1 << 30, 1.0))
+    found = Cgroups.discover("sandbox-test-probe", CgroupLimits(1 << 30, 1.0))
     if isinstance(found, str):
         return False
     found.close()

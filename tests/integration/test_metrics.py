@@ -4,7 +4,6 @@ move as the sessions, clients, proxies and RPCs do."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import urllib.request
@@ -27,6 +26,7 @@ from helpers.workers import (
     running_worker,
     session_processes,
 )
+from worker.cli.cdp_client import AsyncCDP
 from worker.pb import sandbox_pb2 as pb
 
 
@@ -73,11 +73,8 @@ async def test_a_session_moves_the_session_client_and_rpc_metrics(worker: Runnin
     with pytest.raises(websockets.InvalidStatus):
         async with connect(stream.stream_endpoint + "?token=wrong"):
             pass
-    async with connect(
-        stream.stream_endpoint, additional_headers={"Authorization": f"Bearer {stream.token}"}
-    ) as ws:
-        await ws.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 20))["id"] == 1
+    async with AsyncCDP.connect(stream.stream_endpoint, stream.token, timeout=20) as cdp:
+        assert "product" in await cdp.call("Browser.getVersion")
 
         async def running() -> Scrape | None:
             now = await scrape(worker)

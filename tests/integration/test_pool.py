@@ -23,7 +23,7 @@ from helpers.workers import (
     session_processes,
 )
 from worker.pb import sandbox_pb2 as pb
-from worker.sessions.session import Session
+from worker.sessions.pool import PooledBrowser
 
 
 @pytest_asyncio.fixture
@@ -42,7 +42,7 @@ async def pooled(tmp_path: Path, tls_origin: TLSOrigin) -> AsyncIterator[Running
         yield running
 
 
-async def idle_browser(worker: RunningWorker, flavour: str = "chromium") -> Session:
+async def idle_browser(worker: RunningWorker, flavour: str = "chromium") -> PooledBrowser:
     """The pool's idle browser, once it answers."""
     manager = worker.server.manager
     assert manager is not None

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from helpers.pages import serving_directory
 from helpers.recordings import (
     custom,
     drive,
@@ -22,6 +21,7 @@ from helpers.recordings import (
 from helpers.waits import eventually
 from helpers.workers import connected_page, make_config, running_worker, session_page
 from worker.cli import main
+from worker.cli.loopback import serving_directory
 from worker.pb import sandbox_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -22,13 +22,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, unquote
 
 import grpc
 import structlog
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.json_format import ParseDict, ParseError
 
+from worker.api import hosted_shapes as shapes
 from worker.api import sigv4
 from worker.api.servicer import InProcessContext
 from worker.errors import WorkerError
@@ -78,7 +79,7 @@ class Refused(Exception):
     def of(cls, error: WorkerError) -> Refused:
         """A domain error in the hosted API's terms: its field in their spelling."""
         status, name = ERRORS.get(error.code, (500, "InternalServerException"))
-        field = _camel(error.field)
+        field = shapes.camel(error.field)
         message = f"{field}: {error.reason}" if field else error.reason
         return cls(status, name, message, field if status == 400 else "", error.reason)
 
@@ -234,103 +235,22 @@ def _error(refusal: Refused, request_id: str) -> web.Response:
     )
 
 
-def _time(ts: Any) -> str:
-    return str(ts.ToJsonString())
-
-
-def _plain(message: Any) -> Any:
-    return MessageToDict(message)
-
-
-def session_json(s: Any, token: str = "") -> dict[str, Any]:
-    endpoint = s.streams.automation_stream.stream_endpoint
-    live_view = s.streams.live_view_stream.stream_endpoint
-    if token:
-        # boto3 drops members its model does not have: the only way to hand
-        # a stock client the endpoint's token is inside the endpoint URL.
-        endpoint += "?" + urlencode({"token": token})
-        live_view += "?" + urlencode({"token": token})
-    answer: dict[str, Any] = {
-        "browserIdentifier": s.browser_identifier,
-        "sessionId": s.session_id,
-        "name": s.name,
-        "createdAt": _time(s.created_at),
-        "lastUpdatedAt": _time(s.last_updated_at),
-        "viewPort": {"width": s.view_port.width, "height": s.view_port.height},
-        "sessionTimeoutSeconds": s.session_timeout_seconds,
-        "status": pb.SessionStatus.Name(s.status),
-        "streams": {
-            "automationStream": {
-                "streamEndpoint": endpoint,
-                "streamStatus": pb.StreamStatus.Name(s.streams.automation_stream.stream_status),
-            },
-            "liveViewStream": {"streamEndpoint": live_view},
-        },
-    }
-    if s.HasField("proxy_configuration"):
-        answer["proxyConfiguration"] = _plain(s.proxy_configuration)
-    if s.certificates:
-        answer["certificates"] = [_plain(c) for c in s.certificates]
-    if s.session_replay_artifact:
-        answer["sessionReplayArtifact"] = s.session_replay_artifact
-    return answer
-
-
-BROWSER_STATUS = {pb.BROWSER_READY: "READY", pb.BROWSER_DELETED: "DELETED"}
-
-
-def browser_json(b: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "browserId": b.browser_id,
-        "browserArn": b.browser_arn,
-        "name": b.name,
-        "description": b.description,
-        "networkConfiguration": {"networkMode": "PUBLIC"},
-        "recording": {
-            "enabled": b.recording.enabled,
-            "s3Location": {
-                "bucket": b.recording.s3_location.bucket,
-                "prefix": b.recording.s3_location.prefix,
-            },
-        },
-        "status": BROWSER_STATUS.get(b.status, "READY"),
-        "createdAt": _time(b.created_at),
-        "lastUpdatedAt": _time(b.last_updated_at),
-    }
-    if b.execution_role_arn:
-        answer["executionRoleArn"] = b.execution_role_arn
-    if b.certificates:
-        answer["certificates"] = [_plain(c) for c in b.certificates]
-    return answer
-
-
 # ---------------------------------------------------------------- operations
-
-
-def _pick(answer: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: answer[k] for k in keys if k in answer}
-
-
-def _listing(name: str, items: list[dict[str, Any]], page: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = {name: items}
-    if page.next_token:
-        answer["nextToken"] = page.next_token
-    return answer
 
 
 async def start_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     values = {**call.body, "browserIdentifier": call.path["browser"]}
     request = _message(pb.StartBrowserSessionRequest, values)
     s = await api.sessions.StartBrowserSession(request, call.context)
-    full = session_json(s, s.streams.automation_stream.token)
-    return 200, _pick(full, ("browserIdentifier", "sessionId", "createdAt", "streams"))
+    full = shapes.session_json(s, s.streams.automation_stream.token)
+    return 200, shapes.pick(full, ("browserIdentifier", "sessionId", "createdAt", "streams"))
 
 
 async def get_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     request = pb.GetBrowserSessionRequest(
         browser_identifier=call.path["browser"], session_id=call.query.get("sessionId", "")
     )
-    return 200, session_json(await api.sessions.GetBrowserSession(request, call.context))
+    return 200, shapes.session_json(await api.sessions.GetBrowserSession(request, call.context))
 
 
 async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -338,7 +258,9 @@ async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     request = _message(pb.ListBrowserSessionsRequest, values)
     page = await api.sessions.ListBrowserSessions(request, call.context)
     keys = ("browserIdentifier", "sessionId", "name", "status", "createdAt", "lastUpdatedAt")
-    return 200, _listing("items", [_pick(session_json(s), keys) for s in page.items], page)
+    return 200, shapes.listing(
+        "items", [shapes.pick(shapes.session_json(s), keys) for s in page.items], page
+    )
 
 
 async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -348,8 +270,8 @@ async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]
         client_token=str(call.body.get("clientToken", "")),
     )
     s = await api.sessions.StopBrowserSession(request, call.context)
-    full = session_json(s)
-    return 200, _pick(full, ("browserIdentifier", "sessionId", "lastUpdatedAt"))
+    full = shapes.session_json(s)
+    return 200, shapes.pick(full, ("browserIdentifier", "sessionId", "lastUpdatedAt"))
 
 
 async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -360,8 +282,8 @@ async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     }
     request = _message(pb.UpdateBrowserStreamRequest, values)
     s = await api.sessions.UpdateBrowserStream(request, call.context)
-    full = session_json(s)
-    answer = _pick(full, ("browserIdentifier", "sessionId", "streams"))
+    full = shapes.session_json(s)
+    answer = shapes.pick(full, ("browserIdentifier", "sessionId", "streams"))
     answer["updatedAt"] = full["lastUpdatedAt"]
     return 200, answer
 
@@ -377,14 +299,14 @@ async def create_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any
     values.pop("tags", None)  # accepted, not kept
     request = _message(pb.CreateBrowserRequest, values)
     b = await api.browsers.CreateBrowser(request, call.context)
-    full = browser_json(b)
+    full = shapes.browser_json(b)
     full["status"] = "READY"  # created synchronously: never CREATING
-    return 202, _pick(full, ("browserId", "browserArn", "createdAt", "status"))
+    return 202, shapes.pick(full, ("browserId", "browserArn", "createdAt", "status"))
 
 
 async def get_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     request = pb.GetBrowserRequest(browser_id=call.path["browser"])
-    return 200, browser_json(await api.browsers.GetBrowser(request, call.context))
+    return 200, shapes.browser_json(await api.browsers.GetBrowser(request, call.context))
 
 
 async def list_browsers(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
@@ -394,16 +316,18 @@ async def list_browsers(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     )
     page = await api.browsers.ListBrowsers(request, call.context)
     keys = ("browserId", "browserArn", "name", "description", "status", "createdAt")
-    summaries = [_pick(browser_json(b), (*keys, "lastUpdatedAt")) for b in page.browsers]
-    return 200, _listing("browserSummaries", summaries, page)
+    summaries = [
+        shapes.pick(shapes.browser_json(b), (*keys, "lastUpdatedAt")) for b in page.browsers
+    ]
+    return 200, shapes.listing("browserSummaries", summaries, page)
 
 
 async def delete_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     request = pb.DeleteBrowserRequest(
         browser_id=call.path["browser"], client_token=call.query.get("clientToken", "")
     )
-    full = browser_json(await api.browsers.DeleteBrowser(request, call.context))
-    return 202, _pick(full, ("browserId", "status", "lastUpdatedAt"))
+    full = shapes.browser_json(await api.browsers.DeleteBrowser(request, call.context))
+    return 202, shapes.pick(full, ("browserId", "status", "lastUpdatedAt"))
 
 
 _SESSIONS = r"/browsers/(?P<browser>[^/]+)/sessions"
@@ -421,16 +345,6 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [
 
 
 # ---------------------------------------------------------------- names
-
-
-def _camel(field: str) -> str:
-    """A proto field path (`view_port.width`) in the hosted JSON's terms."""
-    parts = []
-    for part in field.split("."):
-        head, bracket, rest = part.partition("[")
-        words = head.split("_")
-        parts.append(words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:]) + bracket + rest)
-    return ".".join(parts)
 
 
 def _parse_error(text: str) -> str:

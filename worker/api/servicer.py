@@ -12,36 +12,29 @@ import functools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from worker import __version__
-from worker.api import validation
-from worker.api.automation import endpoint_path, live_view_path
+from worker.api import convert, validation
 from worker.errors import Internal, InvalidArgument, WorkerError
 from worker.metrics import Metrics
-from worker.network.routing import ProxyConfig
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
-from worker.sessions.manager import ARN_PREFIX, SessionManager
+from worker.sessions.manager import SessionManager
 from worker.sessions.model import (
     DEFAULT_BROWSER_ID,
-    BrowserConfig,
     SessionRecord,
     StartRequest,
     Viewport,
 )
-from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
-FLAVOURS: dict[int, str] = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headless-shell"}
-FLAVOUR_PB: dict[str, Any] = {name: value for value, name in FLAVOURS.items()}
 
 
 class InProcessContext:
@@ -91,94 +84,6 @@ async def _refuse(context: Any, error: WorkerError) -> None:
     await context.abort(error.code, error.message)
 
 
-def timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def flavour_name(value: int) -> str:
-    if value == pb.BROWSER_FLAVOUR_UNSPECIFIED:
-        return "chromium"
-    if value not in FLAVOURS:
-        raise InvalidArgument("flavour", "must be CHROMIUM or HEADLESS_SHELL")
-    return FLAVOURS[value]
-
-
-def certificates_to_pb(arns: Sequence[str]) -> list[pb.Certificate]:
-    return [
-        pb.Certificate(
-            location=pb.CertificateLocation(
-                secrets_manager=pb.SecretsManagerLocation(secret_arn=arn)
-            )
-        )
-        for arn in arns
-    ]
-
-
-def certificate_arns(field: str, certificates: Any) -> tuple[str, ...]:
-    return validation.certificate_arns(
-        field, [c.location.secrets_manager.secret_arn for c in certificates]
-    )
-
-
-def proxy_from_pb(message: Any, present: bool) -> ProxyConfig | None:
-    proxies = [
-        (
-            p.external_proxy.server,
-            p.external_proxy.port,
-            list(p.external_proxy.domain_patterns),
-            p.external_proxy.credentials.basic_auth.secret_arn,
-        )
-        for p in message.proxies
-    ]
-    return validation.proxy_configuration(proxies, list(message.bypass.domain_patterns), present)
-
-
-def proxy_to_pb(config: ProxyConfig) -> pb.ProxyConfiguration:
-    """The session's routing as given: secret references, never credentials."""
-    return pb.ProxyConfiguration(
-        proxies=[
-            pb.Proxy(
-                external_proxy=pb.ExternalProxy(
-                    server=p.server,
-                    port=p.port,
-                    domain_patterns=p.domain_patterns,
-                    credentials=pb.ProxyCredentials(
-                        basic_auth=pb.BasicAuth(secret_arn=p.secret_ref)
-                    )
-                    if p.secret_ref
-                    else None,
-                )
-            )
-            for p in config.proxies
-        ],
-        bypass=pb.ProxyBypass(domain_patterns=config.bypass) if config.bypass else None,
-    )
-
-
-def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
-    return pb.Browser(
-        browser_id=browser.browser_id,
-        browser_arn=ARN_PREFIX + browser.browser_id,
-        name=browser.name,
-        description=browser.description,
-        flavour=FLAVOUR_PB[browser.flavour],
-        recording=pb.RecordingConfig(
-            enabled=browser.recording.enabled,
-            s3_location=pb.S3Location(
-                bucket=browser.recording.bucket, prefix=browser.recording.prefix
-            ),
-        ),
-        certificates=certificates_to_pb(browser.certificate_arns),
-        status=pb.BROWSER_READY,
-        created_at=timestamp(browser.created_at),
-        last_updated_at=timestamp(browser.updated_at),
-        built_in=browser.built_in,
-        execution_role_arn=browser.recording.role_arn,
-    )
-
-
 class BrowsersServicer(pb_grpc.BrowsersServicer):
     def __init__(self, manager: SessionManager) -> None:
         self._manager = manager
@@ -187,35 +92,35 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
     async def CreateBrowser(self, request: Any, context: Any) -> pb.Browser:
         name = validation.browser_name(request.name)
         description = validation.description(request.description)
-        flavour = flavour_name(request.flavour)
+        flavour = convert.flavour_name(request.flavour)
         rec = request.recording
         recording = validation.recording(
             rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix, request.execution_role_arn
         )
-        arns = certificate_arns("certificates", request.certificates)
+        arns = convert.certificate_arns("certificates", request.certificates)
         validation.client_token(request.client_token)
-        browser = self._manager.create_browser(name, description, flavour, recording, arns)
-        return browser_to_pb(browser)
+        browser = self._manager.browsers.create(name, description, flavour, recording, arns)
+        return convert.browser_to_pb(browser)
 
     @_rpc
     async def GetBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
-        return browser_to_pb(self._manager.get_browser(browser_id))
+        return convert.browser_to_pb(self._manager.browsers.get(browser_id))
 
     @_rpc
     async def ListBrowsers(self, request: Any, context: Any) -> pb.ListBrowsersResponse:
         limit = validation.max_results(request.max_results)
         after = validation.next_token(request.next_token, validation.BROWSER_ID)
-        browsers, next_token = self._manager.list_browsers(limit, after)
+        browsers, next_token = self._manager.browsers.list(limit, after)
         return pb.ListBrowsersResponse(
-            browsers=[browser_to_pb(b) for b in browsers], next_token=next_token
+            browsers=[convert.browser_to_pb(b) for b in browsers], next_token=next_token
         )
 
     @_rpc
     async def DeleteBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
         validation.client_token(request.client_token)
-        browser = browser_to_pb(self._manager.delete_browser(browser_id))
+        browser = convert.browser_to_pb(self._manager.browsers.delete(browser_id))
         browser.status = pb.BROWSER_DELETED
         return browser
 
@@ -228,36 +133,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         self._page_base = re.sub(r"^ws", "http", self._endpoint_base)
 
     def _to_pb(self, record: SessionRecord, token: str = "") -> pb.BrowserSession:
-        endpoint = self._endpoint_base + endpoint_path(record.browser_id, record.session_id)
-        message = pb.BrowserSession(
-            browser_identifier=record.browser_id,
-            session_id=record.session_id,
-            name=record.name,
-            created_at=timestamp(record.created_at),
-            last_updated_at=timestamp(record.updated_at),
-            view_port=pb.ViewPort(width=record.viewport.width, height=record.viewport.height),
-            session_timeout_seconds=record.timeout_s,
-            status=record.status,
-            termination_reason=record.termination_reason or None,
-            streams=pb.Streams(
-                automation_stream=pb.AutomationStream(
-                    stream_endpoint=endpoint,
-                    stream_status=record.stream_status,
-                    token=token,
-                ),
-                live_view_stream=pb.LiveViewStream(
-                    stream_endpoint=self._page_base
-                    + live_view_path(record.browser_id, record.session_id)
-                ),
-            ),
-            flavour=FLAVOUR_PB[record.flavour],
-            certificates=certificates_to_pb(record.certificate_arns),
-            session_replay_artifact=record.replay_artifact,
-        )
-        proxy = record.proxy_config
-        if proxy is not None:
-            message.proxy_configuration.CopyFrom(proxy_to_pb(proxy))
-        return message
+        return convert.session_to_pb(record, token, self._endpoint_base, self._page_base)
 
     @staticmethod
     def _browser(request: Any) -> str:
@@ -278,15 +154,13 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
                 request.HasField("view_port"),
             ),
             client_token=validation.client_token(request.client_token),
-            proxy=proxy_from_pb(
+            proxy=convert.proxy_from_pb(
                 request.proxy_configuration, request.HasField("proxy_configuration")
             ),
-            certificate_arns=certificate_arns("certificates", request.certificates),
+            certificate_arns=convert.certificate_arns("certificates", request.certificates),
         )
-        result = await self._manager.start_session(start)
-        if isinstance(result, Session):
-            return self._to_pb(result.record, result.token)
-        return self._to_pb(result)
+        started = await self._manager.start_session(start)
+        return self._to_pb(started.record, started.token)
 
     @_rpc
     async def GetBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
@@ -338,7 +212,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         self._worker_id = worker_id
         config = manager.config
         self._installed = [
-            FLAVOUR_PB[name]
+            convert.FLAVOUR_PB[name]
             for name, path in (
                 ("chromium", config.chromium_path),
                 ("headless-shell", config.headless_shell_path),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig, ProxyServer, normalise_pattern
 from worker.sessions import secret_resolver
-from worker.sessions.model import Recording, Viewport
+from worker.sessions.model import RecordingConfig, Viewport
 
 BROWSER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}")
 BROWSER_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,47}(-[a-zA-Z0-9]{10})?")
@@ -56,7 +56,7 @@ def description(text: str) -> str:
     return text
 
 
-def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> Recording:
+def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> RecordingConfig:
     if role_arn:
         _check(
             ROLE_ARN.fullmatch(role_arn) is not None,
@@ -64,7 +64,7 @@ def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> Re
             "must be an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)",
         )
     if not enabled:
-        return Recording(False, bucket, prefix, role_arn)
+        return RecordingConfig(False, bucket, prefix, role_arn)
     _check(bool(bucket), "recording.s3_location.bucket", "is required when recording is enabled")
     _check(
         S3_BUCKET.fullmatch(bucket) is not None,
@@ -73,7 +73,7 @@ def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> Re
     )
     _check(len(prefix) <= 1024, "recording.s3_location.prefix", "must be at most 1024 characters")
     _check(_printable(prefix), "recording.s3_location.prefix", "must be printable text")
-    return Recording(True, bucket, prefix.strip("/"), role_arn)
+    return RecordingConfig(True, bucket, prefix.strip("/"), role_arn)
 
 
 def certificate_arns(field: str, arns: list[str]) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ PERIOD_US = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
+class CgroupLimits:
     memory_bytes: int  # 0: none
     cpus: float  # cores; 0: none
 
@@ -39,7 +39,7 @@ class Limits:
 class Cgroups:
     """Makes, watches and removes the cgroups of one worker's browsers."""
 
-    def __init__(self, version: int, parents: dict[str, Path], limits: Limits) -> None:
+    def __init__(self, version: int, parents: dict[str, Path], limits: CgroupLimits) -> None:
         self.version = version
         self._parents = parents  # controller ("memory", "cpu"; "" for v2) -> our directory
         self.limits = limits
@@ -47,7 +47,7 @@ class Cgroups:
     # -- discovery
 
     @classmethod
-    def discover(cls, name: str, limits: Limits, root: Path = CGROUP_ROOT) -> Cgroups | str:
+    def discover(cls, name: str, limits: CgroupLimits, root: Path = CGROUP_ROOT) -> Cgroups | str:
         """The worker's cgroups, or why it cannot have them."""
         if not limits.memory_bytes and not limits.cpus:
             return "no limits configured"
@@ -158,7 +158,7 @@ def _own_cgroups() -> dict[str, str]:
     return found
 
 
-def _v2(root: Path, own: dict[str, str], name: str, limits: Limits) -> Cgroups | str:
+def _v2(root: Path, own: dict[str, str], name: str, limits: CgroupLimits) -> Cgroups | str:
     if "" not in own:
         return "cgroup v2: not mounted"
     base = root if (root / "cgroup.controllers").exists() else root / "unified"
@@ -185,7 +185,7 @@ def _v2(root: Path, own: dict[str, str], name: str, limits: Limits) -> Cgroups |
     return Cgroups(2, {"": ours}, limits)
 
 
-def _v1(root: Path, own: dict[str, str], name: str, limits: Limits) -> Cgroups | str:
+def _v1(root: Path, own: dict[str, str], name: str, limits: CgroupLimits) -> Cgroups | str:
     wanted = ["memory"] * bool(limits.memory_bytes) + ["cpu"] * bool(limits.cpus)
     parents = {}
     for controller in wanted:

@@ -1,4 +1,5 @@
-"""Find and kill browsers a previous run of the worker left behind.
+"""Find and kill browsers (and their leftovers) that outlived their session
+or a previous run of the worker, and remove their directories.
 
 A browser is ours when its command line names a directory under our sessions
 directory (every browser gets `--user-data-dir=<sessions>/<id>/profile`), so
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -44,3 +47,28 @@ def kill_referencing(directory: Path, timeout: float = 5.0) -> int:
             killed.add(pid)
         time.sleep(0.05)  # let the kernel finish them; bounded by the deadline
     return len(killed)
+
+
+def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:
+    """Kill what still refers to a session's directories, then remove them.
+
+    Full Chromium starts crashpad handlers in process groups of their own,
+    which the group kill does not reach; they name the directory.
+    """
+    kill_referencing(tmp_directory, timeout)
+    kill_referencing(directory, timeout)
+    remove_tree(directory)
+    remove_tree(tmp_directory)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a session directory, including files made read-only inside it."""
+
+    def make_writable_and_retry(func: Callable[[str], object], name: str, _exc: object) -> None:
+        if not os.path.lexists(name):
+            return
+        os.chmod(os.path.dirname(name), 0o700)
+        func(name)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)

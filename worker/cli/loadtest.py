@@ -16,20 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http.server
-import json
 import math
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-from websockets.asyncio.client import ClientConnection, connect
 
+from worker.cli import loopback
+from worker.cli.cdp_client import AsyncCDP
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
@@ -67,66 +65,6 @@ class Outcome:
     error: str = ""
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        with contextlib.suppress(ConnectionError):  # a browser killed mid-request
-            self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # sessions open their connections at once
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # browsers stopped mid-request are the normal end of a session
-
-
-@contextlib.contextmanager
-def served_page() -> Iterator[str]:
-    server = _Server(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class CDP:
-    """Just enough of a CDP client for the scenario."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, session: str = "", **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        message: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        await self.ws.send(json.dumps(message))
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            while True:
-                reply = json.loads(await self.ws.recv())
-                if reply.get("id") == self.next_id:
-                    if "error" in reply:
-                        raise RuntimeError(f"{method}: {reply['error'].get('message')}")
-                    return dict(reply.get("result", {}))
-
-    async def until(self, event: str) -> None:
-        async with asyncio.timeout(CALL_TIMEOUT_S):
-            while json.loads(await self.ws.recv()).get("method") != event:
-                pass
-
-
 async def scenario(sessions: Any, options: Options, url: str, began: float) -> Outcome:
     outcome = Outcome(began_s=time.monotonic() - began)
     t0 = time.perf_counter()
@@ -141,14 +79,7 @@ async def scenario(sessions: Any, options: Options, url: str, began: float) -> O
     )
     try:
         stream = started.streams.automation_stream
-        async with connect(
-            stream.stream_endpoint,
-            additional_headers={"Authorization": f"Bearer {stream.token}"},
-            compression=None,
-            max_size=None,
-            open_timeout=CALL_TIMEOUT_S,
-        ) as ws:
-            cdp = CDP(ws)
+        async with AsyncCDP.connect(stream.stream_endpoint, stream.token, CALL_TIMEOUT_S) as cdp:
             await cdp.call("Browser.getVersion")
             outcome.start_ms = (time.perf_counter() - t0) * 1000
             target = (await cdp.call("Target.createTarget", url="about:blank"))["targetId"]
@@ -258,7 +189,7 @@ async def recording_browser(channel: Any, bucket: str) -> str:
 async def run(options: Options, on_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the load; returns the report."""
     with contextlib.ExitStack() as stack:
-        url = options.url or stack.enter_context(served_page())
+        url = options.url or stack.enter_context(loopback.serving_bytes(PAGE)) + "/"
         return await _run(options, url, on_done)
 
 

@@ -18,20 +18,15 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from worker import logs, server
+from worker.cli.commands import COMMANDS, client_options, runner
 from worker.config import Config, ConfigError
-from worker.pb import sandbox_pb2 as pb
-from worker.pb import sandbox_pb2_grpc as pb_grpc
-from worker.sessions.model import DEFAULT_BROWSER_ID
-
-DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,158 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------- clients
-
-
-def _channel(args: argparse.Namespace) -> grpc.Channel:
-    if not args.tls_ca:
-        return grpc.insecure_channel(args.target)
-    key = Path(args.tls_key).read_bytes() if args.tls_key else None
-    chain = Path(args.tls_cert).read_bytes() if args.tls_cert else None
-    credentials = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes(), key, chain)
-    return grpc.secure_channel(args.target, credentials)
-
-
-def _stubs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    channel = _channel(args)
-    return (
-        pb_grpc.BrowserSessionsStub(channel),
-        pb_grpc.BrowsersStub(channel),
-        pb_grpc.WorkerStub(channel),
-    )
-
-
-def _emit(args: argparse.Namespace, message: Any, human: Callable[[Any], str]) -> int:
-    if args.json:
-        print(json.dumps(MessageToDict(message), indent=2))
-    else:
-        print(human(message))
-    return 0
-
-
-def _session_line(s: Any) -> str:
-    status = pb.SessionStatus.Name(s.status)
-    if s.termination_reason:
-        status += f" ({pb.TerminationReason.Name(s.termination_reason)})"
-    return f"{s.session_id}  {status:<26} {s.name or '-'}"
-
-
-def _session_human(s: Any) -> str:
-    lines = [_session_line(s), f"  automation: {s.streams.automation_stream.stream_endpoint}"]
-    if s.session_replay_artifact:
-        lines.append(f"  recording:  {s.session_replay_artifact}")
-    if s.streams.automation_stream.token:
-        lines.append(f"  token:      {s.streams.automation_stream.token}")
-    return "\n".join(lines)
-
-
-def _session_start(args: argparse.Namespace) -> int:
-    sessions, _, _ = _stubs(args)
-    request = pb.StartBrowserSessionRequest(
-        browser_identifier=args.browser,
-        name=args.name,
-        session_timeout_seconds=args.timeout,
-        client_token=args.client_token,
-    )
-    if args.viewport:
-        width, _, height = args.viewport.partition("x")
-        if not (width.isdigit() and height.isdigit()):
-            raise ConfigError("--viewport: expected WIDTHxHEIGHT, e.g. 1280x720")
-        request.view_port.CopyFrom(pb.ViewPort(width=int(width), height=int(height)))
-    return _emit(args, sessions.StartBrowserSession(request), _session_human)
-
-
-def _session_get(args: argparse.Namespace) -> int:
-    sessions, _, _ = _stubs(args)
-    request = pb.GetBrowserSessionRequest(browser_identifier=args.browser, session_id=args.id)
-    return _emit(args, sessions.GetBrowserSession(request), _session_human)
-
-
-def _session_list(args: argparse.Namespace) -> int:
-    sessions, _, _ = _stubs(args)
-    request = pb.ListBrowserSessionsRequest(
-        browser_identifier=args.browser,
-        max_results=args.max_results,
-        next_token=args.next_token,
-        status=args.status or None,
-    )
-    answer = sessions.ListBrowserSessions(request)
-    return _emit(
-        args,
-        answer,
-        lambda a: (
-            "\n".join([_session_line(s) for s in a.items] or ["(no sessions)"])
-            + (f"\nnext: {a.next_token}" if a.next_token else "")
-        ),
-    )
-
-
-def _session_stop(args: argparse.Namespace) -> int:
-    sessions, _, _ = _stubs(args)
-    request = pb.StopBrowserSessionRequest(browser_identifier=args.browser, session_id=args.id)
-    return _emit(args, sessions.StopBrowserSession(request), _session_line)
-
-
-def _session_stream(args: argparse.Namespace) -> int:
-    sessions, _, _ = _stubs(args)
-    status = pb.ENABLED if args.state == "enable" else pb.DISABLED
-    request = pb.UpdateBrowserStreamRequest(
-        browser_identifier=args.browser,
-        session_id=args.id,
-        stream_update=pb.StreamUpdate(
-            automation_stream_update=pb.AutomationStreamUpdate(stream_status=status)
-        ),
-    )
-    return _emit(args, sessions.UpdateBrowserStream(request), _session_human)
-
-
-def _browser_line(b: Any) -> str:
-    return f"{b.browser_id}  {pb.BrowserFlavour.Name(b.flavour):<15} {b.description}"
-
-
-def _browser_create(args: argparse.Namespace) -> int:
-    _, browsers, _ = _stubs(args)
-    request = pb.CreateBrowserRequest(
-        name=args.name,
-        description=args.description,
-        flavour=args.flavour.upper().replace("-", "_"),
-        execution_role_arn=args.execution_role_arn,
-    )
-    if args.record_bucket:
-        request.recording.enabled = True
-        request.recording.s3_location.bucket = args.record_bucket
-        request.recording.s3_location.prefix = args.record_prefix
-    return _emit(args, browsers.CreateBrowser(request), _browser_line)
-
-
-def _browser_get(args: argparse.Namespace) -> int:
-    _, browsers, _ = _stubs(args)
-    return _emit(args, browsers.GetBrowser(pb.GetBrowserRequest(browser_id=args.id)), _browser_line)
-
-
-def _browser_list(args: argparse.Namespace) -> int:
-    _, browsers, _ = _stubs(args)
-    answer = browsers.ListBrowsers(pb.ListBrowsersRequest(max_results=args.max_results))
-    return _emit(args, answer, lambda a: "\n".join(_browser_line(b) for b in a.browsers))
-
-
-def _browser_delete(args: argparse.Namespace) -> int:
-    _, browsers, _ = _stubs(args)
-    request = pb.DeleteBrowserRequest(browser_id=args.id)
-    return _emit(args, browsers.DeleteBrowser(request), _browser_line)
-
-
-def _status(args: argparse.Namespace) -> int:
-    _, _, worker = _stubs(args)
-    answer = worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
-    return _emit(
-        args,
-        answer,
-        lambda s: (
-            f"{s.worker_id} v{s.version}: {s.sessions_in_use}/{s.capacity} sessions"
-            + (" (draining)" if s.draining else "")
-        ),
-    )
+# ------------------------------------------------------------------- loadtest
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -331,7 +175,18 @@ def _artifact(state_dir: Path | None, session_id: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sandbox-worker", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(metavar="COMMAND")
+    client, with_browser = client_options()
+    _add_serve(commands)
+    _add_client_commands(commands, client, with_browser)
+    _add_replay(commands)
+    _add_loadtest(commands, with_browser)
+    return parser
 
+
+Subparsers = Any  # argparse's _SubParsersAction, which it does not export
+
+
+def _add_serve(commands: Subparsers) -> None:
     serve = commands.add_parser("serve", help="run the daemon (settings: SANDBOX_* env)")
     serve.add_argument("--state-dir", type=Path)
     serve.add_argument("--grpc-listen", metavar="HOST:PORT")
@@ -355,63 +210,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-client-ca-file", type=Path, help="require client certificates")
     serve.set_defaults(run=_serve)
 
-    client = argparse.ArgumentParser(add_help=False)
-    client.add_argument(
-        "--target", default=os.environ.get("SANDBOX_TARGET", DEFAULT_TARGET), metavar="H:P"
-    )
-    client.add_argument("--json", action="store_true", help="print the answer as JSON")
-    tls = {"ca": "CA that signed the worker's certificate", "cert": "client chain (mTLS)"}
-    for name, text in {**tls, "key": "client key (mTLS)"}.items():
-        env = f"SANDBOX_CLIENT_TLS_{name.upper()}"
-        client.add_argument(
-            f"--tls-{name}", default=os.environ.get(env, ""), help=f"{text}; ${env}"
-        )
-    with_browser = argparse.ArgumentParser(add_help=False, parents=[client])
-    with_browser.add_argument("--browser", default=DEFAULT_BROWSER_ID, metavar="BROWSER_ID")
 
-    session = commands.add_parser("session", help="start, inspect and stop sessions")
-    verbs = session.add_subparsers(metavar="VERB", required=True)
-    start = verbs.add_parser("start", parents=[with_browser])
-    start.add_argument("--name", default="")
-    start.add_argument("--timeout", type=int, default=0, metavar="SECONDS")
-    start.add_argument("--viewport", metavar="WxH")
-    start.add_argument("--client-token", default="")
-    start.set_defaults(run=_session_start)
-    for name, run in (("get", _session_get), ("stop", _session_stop)):
-        verb = verbs.add_parser(name, parents=[with_browser])
-        verb.add_argument("id", metavar="SESSION_ID")
-        verb.set_defaults(run=run)
-    listing = verbs.add_parser("list", parents=[with_browser])
-    listing.add_argument("--status", choices=["READY", "TERMINATED"])
-    listing.add_argument("--max-results", type=int, default=0)
-    listing.add_argument("--next-token", default="")
-    listing.set_defaults(run=_session_list)
-    stream = verbs.add_parser("stream", parents=[with_browser], help="enable/disable automation")
-    stream.add_argument("id", metavar="SESSION_ID")
-    stream.add_argument("state", choices=["enable", "disable"])
-    stream.set_defaults(run=_session_stream)
+def _add_client_commands(
+    commands: Subparsers, client: argparse.ArgumentParser, with_browser: argparse.ArgumentParser
+) -> None:
+    """One sub-command per row of the table in `commands`."""
+    groups = {
+        "session": commands.add_parser("session", help="start, inspect and stop sessions"),
+        "browser": commands.add_parser("browser", help="create and manage browsers"),
+    }
+    verbs = {
+        name: group.add_subparsers(metavar="VERB", required=True) for name, group in groups.items()
+    }
+    for command in COMMANDS:
+        parents = [with_browser if command.with_browser else client]
+        where = verbs[command.group] if command.group else commands
+        verb = where.add_parser(command.verb, parents=parents, help=command.help or None)
+        command.arguments(verb)
+        verb.set_defaults(run=runner(command))
 
-    browser = commands.add_parser("browser", help="create and manage browsers")
-    bverbs = browser.add_subparsers(metavar="VERB", required=True)
-    create = bverbs.add_parser("create", parents=[client])
-    create.add_argument("name")
-    create.add_argument("--flavour", choices=["chromium", "headless-shell"], default="chromium")
-    create.add_argument("--description", default="")
-    create.add_argument("--record-bucket", default="", help="record sessions to this bucket")
-    create.add_argument("--record-prefix", default="", help="key prefix for recordings")
-    create.add_argument("--execution-role-arn", default="", help="write recordings as this role")
-    create.set_defaults(run=_browser_create)
-    for name, run in (("get", _browser_get), ("delete", _browser_delete)):
-        verb = bverbs.add_parser(name, parents=[client])
-        verb.add_argument("id", metavar="BROWSER_ID")
-        verb.set_defaults(run=run)
-    blist = bverbs.add_parser("list", parents=[client])
-    blist.add_argument("--max-results", type=int, default=0)
-    blist.set_defaults(run=_browser_list)
 
-    status = commands.add_parser("status", parents=[client], help="capacity and drain state")
-    status.set_defaults(run=_status)
-
+def _add_replay(commands: Subparsers) -> None:
     replay = commands.add_parser(
         "replay", help="write (and open) a recording's viewer as one HTML file"
     )
@@ -421,6 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--state-dir", type=Path, help="the worker's state (for a session id)")
     replay.set_defaults(run=_replay)
 
+
+def _add_loadtest(commands: Subparsers, with_browser: argparse.ArgumentParser) -> None:
     load = commands.add_parser(
         "loadtest", parents=[with_browser], help="run sessions against a worker and measure"
     )
@@ -434,7 +255,6 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.add_argument("--record", default="", metavar="BUCKET", help="record every session")
     load.set_defaults(run=_loadtest)
-    return parser
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ The daemon drives it with JSON lines on stdin (`configure`, `open`, `close`,
 `stats`) and reads one JSON reply per request on stdout. On stdin EOF (the
 daemon went away) it exits. It logs nothing but its own failures, and never
 a header value.
+
+Why one module of about 450 lines: it is the relay process's whole main
+program (control loop, listeners, routing of each request, counters);
+the byte moving and HTTP parsing are in `wire`, the rules in `routing`.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Viewport:
 
 
 @dataclasses.dataclass(frozen=True)
-class Recording:
+class RecordingConfig:
     enabled: bool = False
     bucket: str = ""
     prefix: str = ""
@@ -52,7 +52,7 @@ class BrowserConfig:
     name: str
     description: str
     flavour: str
-    recording: Recording
+    recording: RecordingConfig
     certificate_arns: tuple[str, ...]
     created_at: float
     updated_at: float
@@ -110,3 +110,13 @@ class SessionRecord:
     @property
     def proxy_config(self) -> ProxyConfig | None:
         return ProxyConfig.from_dict(self.proxy) if self.proxy else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """StartBrowserSession's answer: the session's record and its automation
+    token, which only a Start (or its idempotent repeat) hands out. A repeated
+    clientToken naming a session that has ended gets its record and no token."""
+
+    record: SessionRecord
+    token: str

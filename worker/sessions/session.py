@@ -2,9 +2,21 @@
 
 `close(reason)` is the only way a session ends, whoever asks (Stop, the
 timeout, the browser exiting, shutdown, a failed start). It is idempotent,
-safe before `start` finished, and ordered: evict from the registry first (so
-nobody finds a dying session), then disconnect clients, kill the process
-group, and remove the directories in `finally`.
+safe before `start` finished, and ordered: tell its owners first (so nobody
+finds a dying session and its room is free), then record the end, stop the
+recording, disconnect clients, kill the process group, and remove the
+directories in `finally`.
+
+A session reports its end through one event: `subscribe(listener)` adds an
+owner, called synchronously as the end begins. Owners subscribe; nobody
+swaps a callback.
+
+Why one module of about 500 lines: start, claim, the watchers and close
+share ordering constraints (the relay listener before the spawn, the CAs
+before the first client, the recording before the clients go, the uid back
+only after the sweep); split across files, those orderings would no longer
+read in one place. What is not ordering lives beside it (`trust`,
+`session_recording`, `browser.launcher`, `browser.reaper`).
 """
 
 from __future__ import annotations
@@ -12,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,21 +31,17 @@ from typing import Any
 
 import structlog
 
-from certstore import bundle
-from certstore.nssdb import NSSStores
 from certstore.validate import CACertificate
 from recorder.recording import Recording
-from worker.browser import launcher, reaper, users
-from worker.browser.cgroups import Cgroups
+from worker.browser import launcher
+from worker.browser.reaper import sweep
 from worker.cdp import CDPError
 from worker.cdp.multiplexer import Multiplexer
-from worker.config import Config
 from worker.errors import Unavailable
-from worker.metrics import Metrics
 from worker.network import netns
-from worker.network.control import RelayControl
 from worker.network.routing import ProxyConfig
-from worker.sessions import session_recording
+from worker.sessions import session_recording, trust
+from worker.sessions.host import HostServices
 from worker.sessions.model import (
     BROWSER_EXITED,
     BROWSER_UNRESPONSIVE,
@@ -55,39 +62,29 @@ CRASHES = (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE, OUT_OF_MEMORY)
 # How often a session's cgroup is checked for OOM kills (one small read).
 MEMORY_POLL_S = 0.5
 
+Listener = Callable[["Session"], None]
+
 
 class Session:
     def __init__(
         self,
         record: SessionRecord,
         token: str,
-        config: Config,
-        persist: Callable[[SessionRecord], None],
-        evict: Callable[[Session], None],
-        relay: RelayControl | None = None,
+        host: HostServices,
+        *,
         proxy_auth: Sequence[str] = (),
-        trust: NSSStores | None = None,
         certificates: Sequence[CACertificate] = (),
-        metrics: Metrics | None = None,
-        pooled: bool = False,
         recording: Recording | None = None,
-        sandbox: users.Plan | None = None,
-        cgroups: Cgroups | None = None,
+        pooled: bool = False,
     ) -> None:
         self.record = record
         self.token = token
-        self._config = config
-        self._persist = persist
-        self._evict = evict
-        self._relay = relay
+        self._host = host
+        self._config = host.config
         self._proxy_auth = list(proxy_auth)  # Proxy-Authorization per proxy: memory only
-        self._trust = trust
         self._certificates = list(certificates)  # validated, tool-level first
-        self._metrics = metrics
         self.recording = recording
-        self._sandbox = sandbox or users.Plan(False, None)
-        self._uids = self._sandbox.uids
-        self._cgroups = cgroups
+        self._listeners: list[Listener] = []
         self._memory_watch: asyncio.Task[None] | None = None
         self._netns = -1  # a descriptor on the session's network namespace
         self.uid: int | None = None  # the browser's own user, when sandboxed
@@ -126,6 +123,10 @@ class Session:
     def home(self) -> Path:
         return self.tmp_directory / "home"
 
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(self)` as this session's end begins."""
+        self._listeners.append(listener)
+
     # -- start
 
     def make_dirs(self) -> launcher.LaunchSpec:
@@ -138,11 +139,13 @@ class Session:
         made = [own / sub for sub in ("", "profile", "home", "downloads", "tmp")]
         for path in made:
             path.mkdir(mode=0o700, exist_ok=path != own)
-        if self._uids is not None:
-            self.uid = self._uids.acquire()
+        uids = self._host.sandbox.uids
+        if uids is not None:
+            self.uid = uids.acquire()
             for path in made:  # all empty yet: no tree to walk
                 os.chown(path, self.uid, self.uid)
-        procs = self._cgroups.create(self.session_id) if self._cgroups is not None else []
+        cgroups = self._host.cgroups
+        procs = cgroups.create(self.session_id) if cgroups is not None else []
         binary = (
             self._config.chromium_path
             if self.record.flavour == "chromium"
@@ -162,7 +165,7 @@ class Session:
             proxy_server=f"http://127.0.0.1:{self.proxy_port}" if self.proxy_port else "",
             host_rules=self._config.chromium_host_rules(),
             uid=self.uid,
-            no_sandbox=not self._sandbox.chromium_sandbox,
+            no_sandbox=not self._host.sandbox.chromium_sandbox,
             cgroup_procs=tuple(procs),
             nice=self._config.browser_nice,
         )
@@ -180,23 +183,8 @@ class Session:
 
     async def launch(self) -> None:
         """Spawn the browser with this session's routing and trust."""
-        proxy = self.record.proxy_config
-        isolated = self._config.network_isolation == "namespace"
-        if proxy is None and (isolated or not self.claimed) and self._relay is not None:
-            # A pooled browser goes through its own relay listener from the
-            # start, routed direct until a session brings its proxies; an
-            # isolated browser has no other way out.
-            proxy = ProxyConfig(proxies=())
-        namespace = ""
-        if isolated:
-            self._netns = netns.create()
-            namespace = netns.path(self._netns)
-        if proxy is not None:
-            if self._relay is None:
-                raise Unavailable("proxy_configuration", "this worker runs no proxy relay")
-            self.proxy_port = await self._relay.open(
-                self.session_id, proxy, self._proxy_auth, namespace
-            )
+        namespace = self._enter_namespace()
+        await self._open_relay(namespace)
         spec = self.make_dirs()
         if namespace:
             spec = dataclasses.replace(spec, netns=namespace)
@@ -217,16 +205,41 @@ class Session:
             launcher.wait_ready(self.process, self._config.start_timeout_s)
         )
         self.ready.add_done_callback(self._on_ready)
-        count_in = count_out = _nothing
-        if self._metrics is not None:
-            count_in = self._metrics.cdp_messages.labels("in").inc
-            count_out = self._metrics.cdp_messages.labels("out").inc
-        self.mux = Multiplexer(
-            self.process.connection,
+        self.mux = self._multiplexer(self.process)
+
+    def _enter_namespace(self) -> str:
+        """A network namespace of the browser's own, when isolation is on."""
+        if self._config.network_isolation != "namespace":
+            return ""
+        self._netns = netns.create()
+        return netns.path(self._netns)
+
+    async def _open_relay(self, namespace: str) -> None:
+        relay = self._host.relay
+        proxy = self.record.proxy_config
+        if proxy is None and (namespace or not self.claimed) and relay is not None:
+            # A pooled browser goes through its own relay listener from the
+            # start, routed direct until a session brings its proxies; an
+            # isolated browser has no other way out.
+            proxy = ProxyConfig(proxies=())
+        if proxy is None:
+            return
+        if relay is None:
+            raise Unavailable("proxy_configuration", "this worker runs no proxy relay")
+        self.proxy_port = await relay.open(self.session_id, proxy, self._proxy_auth, namespace)
+
+    def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
+        return trust.install(self._host.trust, spec, self._certificates, self.uid)
+
+    def _multiplexer(self, process: launcher.BrowserProcess) -> Multiplexer:
+        metrics = self._host.metrics
+        assert self.ready is not None
+        return Multiplexer(
+            process.connection,
             self._config.client_queue_limit,
             self.ready,
-            count_in,
-            count_out,
+            metrics.cdp_messages.labels("in").inc,
+            metrics.cdp_messages.labels("out").inc,
             self._window_defaults,
             self._client_command,
             str(self.tmp_directory / "downloads"),
@@ -256,7 +269,7 @@ class Session:
         self.claimed = True
         self.record.status = READY
         self.record.updated_at = time.time()
-        self._persist(self.record)
+        self._host.store.put_session(self.record)
         self._timer = asyncio.get_running_loop().call_later(
             self.record.timeout_s, self.close_soon, TIMEOUT
         )
@@ -264,58 +277,38 @@ class Session:
         if ready is not None and ready.done() and not ready.cancelled() and not ready.exception():
             self._report_ready()  # a warm browser: answering already
 
-    async def claim(
-        self,
-        record: SessionRecord,
-        token: str,
-        certificates: Sequence[CACertificate],
-        proxy_auth: Sequence[str],
-        persist: Callable[[SessionRecord], None],
-        evict: Callable[[Session], None],
-        recording: Recording | None = None,
-    ) -> None:
-        """Turn a pooled browser into the session `record` describes.
-
-        The browser keeps its id, directory and process; the session's CAs
-        are added to its NSS store now, before any client (and so any TLS
-        connection of the session) reaches it."""
+    def adopt(self, record: SessionRecord, token: str) -> None:
+        """Become the session `record` describes (a pooled browser being
+        claimed): it keeps its id, directory and process."""
         record.session_id, record.session_dir = self.record.session_id, self.record.session_dir
         record.pid, record.flavour = self.record.pid, self.record.flavour
         self.record, self.token = record, token
-        self._persist, self._evict = persist, evict
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
+
+    async def take_over(
+        self,
+        certificates: Sequence[CACertificate],
+        proxy_auth: Sequence[str],
+        recording: Recording | None,
+    ) -> None:
+        """Apply what the adopted session brings to the running browser, then
+        activate it. The session's CAs go into the browser's NSS store before
+        any client (and so any TLS connection of the session) reaches it."""
         self._certificates = list(certificates)
         if self._certificates:
-            await asyncio.to_thread(self._add_trust, self.home)
-        proxy = record.proxy_config
-        if proxy is not None and self._relay is not None and self.proxy_port:
-            await self._relay.update(self.session_id, proxy, list(proxy_auth))
+            await asyncio.to_thread(
+                trust.add, self._host.trust, self.home, self._certificates, self.uid
+            )
+        proxy = self.record.proxy_config
+        relay = self._host.relay
+        if proxy is not None and relay is not None and self.proxy_port:
+            await relay.update(self.session_id, proxy, list(proxy_auth))
         if recording is not None and self.process is not None:
             # The pooled browser has no page yet and no client can reach it
             # before Start returns: recording misses nothing.
             self.recording = recording
             recording.attach(self.process.connection)
         self.activate()
-
-    def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
-        """The session's CAs, before its first TLS connection: in its own NSS
-        store (Chromium) and in a PEM bundle (any other client it runs)."""
-        if self._certificates:
-            assert self._trust is not None
-            self._trust.install(spec.home_dir, self._certificates)
-        pem = str(bundle.write(spec.home_dir / "ca-bundle.pem", self._certificates))
-        if self.uid is not None:
-            users.hand_over(spec.home_dir, self.uid)
-        return dataclasses.replace(
-            spec, extra_env=(("SSL_CERT_FILE", pem), ("NODE_EXTRA_CA_CERTS", pem))
-        )
-
-    def _add_trust(self, home: Path) -> None:
-        assert self._trust is not None
-        self._trust.add(home, self._certificates)
-        bundle.write(home / "ca-bundle.pem", self._certificates)
-        if self.uid is not None:
-            users.hand_over(home, self.uid)
 
     def _on_ready(self, ready: asyncio.Future[str]) -> None:
         if ready.cancelled():
@@ -328,20 +321,26 @@ class Session:
             self._report_ready()
         if self._config.watchdog_interval_s > 0:
             self._watchdog = asyncio.ensure_future(self._watch())
-        if self._cgroups is not None and self._cgroups.limits.memory_bytes:
+        cgroups = self._host.cgroups
+        if cgroups is not None and cgroups.limits.memory_bytes:
             self._memory_watch = asyncio.ensure_future(self._watch_memory())
 
     async def _watch_memory(self) -> None:
         """End the session once the kernel killed inside it for memory: with
         cgroup v1 only the largest process (a renderer) dies, and a browser
         with a dead tab would hold capacity until its timeout."""
-        assert self._cgroups is not None
         while self._close_task is None:
             await asyncio.sleep(MEMORY_POLL_S)
-            if self._cgroups.oom_kills(self.session_id):
-                self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
+            if self._out_of_memory():
                 self.close_soon(OUT_OF_MEMORY)
                 return
+
+    def _out_of_memory(self) -> bool:
+        cgroups = self._host.cgroups
+        if cgroups is None or not cgroups.oom_kills(self.session_id):
+            return False
+        self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
+        return True
 
     async def _watch(self) -> None:
         """Kill a browser that stops answering (hung, or SIGSTOPped): its
@@ -365,28 +364,24 @@ class Session:
 
     def _report_ready(self) -> None:
         took = time.perf_counter() - self.requested_at
-        if self._metrics is not None:
-            self._metrics.start_seconds.labels(self.record.flavour).observe(took)
+        self._host.metrics.start_seconds.labels(self.record.flavour).observe(took)
         self.log.info("session.browser_ready", ready_ms=round(took * 1000, 1))
 
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         # A browser that dies ends its session the normal way; before its
         # first answer that is a failed start.
-        if self._close_task is None:
-            ready = self.ready
-            booted = (
-                ready is not None
-                and ready.done()
-                and not ready.cancelled()
-                and ready.exception() is None
-            )
-            self.log.warning("session.browser_exited", exit_code=exited.result())
-            if self._cgroups is not None and self._cgroups.oom_kills(self.session_id):
-                # cgroup v2 kills the whole tree at once (memory.oom.group).
-                self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
-                self.close_soon(OUT_OF_MEMORY)
-                return
-            self.close_soon(BROWSER_EXITED if booted else START_FAILED)
+        if self._close_task is not None:
+            return
+        ready = self.ready
+        booted = (
+            ready is not None and ready.done() and not ready.cancelled() and not ready.exception()
+        )
+        self.log.warning("session.browser_exited", exit_code=exited.result())
+        if self._out_of_memory():
+            # cgroup v2 kills the whole tree at once (memory.oom.group).
+            self.close_soon(OUT_OF_MEMORY)
+            return
+        self.close_soon(BROWSER_EXITED if booted else START_FAILED)
 
     # -- close
 
@@ -418,56 +413,15 @@ class Session:
 
     async def _close(self, reason: str) -> None:
         started = time.perf_counter()
-        self._evict(self)
-        if self.claimed:  # a pooled browser was never a session: no record
-            self._count_end(reason)
-            self.record.status = TERMINATED
-            self.record.termination_reason = reason
-            self.record.updated_at = time.time()
-            self._persist(self.record)
-        if self._timer is not None:
-            self._timer.cancel()
-        for watch in (self._watchdog, self._memory_watch):
-            if watch is not None and watch is not asyncio.current_task():
-                watch.cancel()
-        if self.ready is not None and not self.ready.done():
-            self.ready.cancel()
+        for listener in self._listeners:
+            listener(self)
+        self._record_end(reason)
+        self._stop_watching()
         try:
-            if self.recording is not None:
-                await self._end_recording(reason)
-            if self.mux is not None:
-                self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
-            if self.process is not None:
-                await self.process.terminate(self._config.kill_timeout_s)
+            await self._stop_browser(reason)
         finally:
             self._down.set()
-            if self.proxy_port and self._relay is not None:
-                # After the browser is gone: no request can start in between.
-                traffic = await self._relay.close(self.session_id)
-                self.log.info("session.proxy_traffic", routes=traffic)
-            if self._netns >= 0:
-                os.close(self._netns)  # the namespace goes with its last user
-                self._netns = -1
-            if reason in CRASHES:
-                # The browser's own words are the only clue to why it died,
-                # and they are about to be deleted with the directory.
-                self.log.warning("session.browser_log", tail=self._log_tail())
-            await asyncio.to_thread(
-                sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
-            )
-            if self._cgroups is not None:
-                # Kills anything of the tree still inside, whatever its name.
-                await asyncio.to_thread(self._cgroups.remove, self.session_id)
-            if self.uid is not None and self._uids is not None:
-                # Only now: nothing of this browser runs or is left on disk.
-                self._uids.release(self.uid)
-                self.uid = None
-            # Let go of what points back here (a cancelled watch keeps its
-            # frame, the multiplexer this session's methods): an ended
-            # session is then freed at once, not at the next full collection
-            # (a recording's ~90 KiB script with it).
-            self._watchdog = self._memory_watch = None
-            self.mux = None
+            await self._release(reason)
             self.log.info(
                 "session.ended" if self.claimed else "pool.browser_ended",
                 reason=reason,
@@ -475,25 +429,82 @@ class Session:
                 close_ms=round((time.perf_counter() - started) * 1000, 1),
             )
 
+    def _record_end(self, reason: str) -> None:
+        if not self.claimed:  # a pooled browser was never a session: no record
+            return
+        self._count_end(reason)
+        self.record.status = TERMINATED
+        self.record.termination_reason = reason
+        self.record.updated_at = time.time()
+        self._host.store.put_session(self.record)
+
+    def _stop_watching(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for watch in (self._watchdog, self._memory_watch):
+            if watch is not None and watch is not asyncio.current_task():
+                watch.cancel()
+        if self.ready is not None and not self.ready.done():
+            self.ready.cancel()
+
+    async def _stop_browser(self, reason: str) -> None:
+        """The recording's last events, then the clients, then the process."""
+        if self.recording is not None:
+            await self._end_recording(reason)
+        if self.mux is not None:
+            self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
+        if self.process is not None:
+            await self.process.terminate(self._config.kill_timeout_s)
+
+    async def _release(self, reason: str) -> None:
+        """What the session held, once its browser is gone."""
+        relay = self._host.relay
+        if self.proxy_port and relay is not None:
+            # After the browser is gone: no request can start in between.
+            traffic = await relay.close(self.session_id)
+            self.log.info("session.proxy_traffic", routes=traffic)
+        if self._netns >= 0:
+            os.close(self._netns)  # the namespace goes with its last user
+            self._netns = -1
+        if reason in CRASHES:
+            # The browser's own words are the only clue to why it died,
+            # and they are about to be deleted with the directory.
+            self.log.warning("session.browser_log", tail=self._log_tail())
+        await asyncio.to_thread(
+            sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
+        )
+        if self._host.cgroups is not None:
+            # Kills anything of the tree still inside, whatever its name.
+            await asyncio.to_thread(self._host.cgroups.remove, self.session_id)
+        uids = self._host.sandbox.uids
+        if self.uid is not None and uids is not None:
+            # Only now: nothing of this browser runs or is left on disk.
+            uids.release(self.uid)
+            self.uid = None
+        # Let go of what points back here (a cancelled watch keeps its
+        # frame, the multiplexer this session's methods): an ended session
+        # is then freed at once, not at the next full collection (a
+        # recording's ~90 KiB script with it).
+        self._watchdog = self._memory_watch = None
+        self.mux = None
+
     async def _end_recording(self, reason: str) -> None:
         assert self.recording is not None
         alive = (
             self.process is not None and not self.process.exited.done() and reason not in CRASHES
         )
         try:
-            await session_recording.end(self.recording, reason, self._metrics, alive)
+            await session_recording.end(self.recording, reason, self._host.metrics, alive)
         except Exception as exc:  # the browser must still be stopped
             self.log.error("session.recording_end_failed", error=repr(exc))
 
     def _count_end(self, reason: str) -> None:
-        if self._metrics is None:
-            return
-        flavour = self.record.flavour
-        self._metrics.sessions_ended.labels(reason, flavour).inc()
+        metrics, flavour = self._host.metrics, self.record.flavour
+        metrics.sessions_ended.labels(reason, flavour).inc()
         lifetime = time.time() - self.record.created_at
-        self._metrics.session_seconds.labels(flavour).observe(lifetime)
+        metrics.session_seconds.labels(flavour).observe(lifetime)
         if reason in CRASHES:
-            self._metrics.browser_crashes.labels(flavour).inc()
+            metrics.browser_crashes.labels(flavour).inc()
 
     def _log_tail(self, limit: int = 2000) -> str:
         try:
@@ -503,32 +514,3 @@ class Session:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
-
-
-def _nothing() -> None:
-    pass
-
-
-def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:
-    """Kill what still refers to a session directory, then remove its trees.
-
-    Full Chromium starts crashpad handlers in process groups of their own,
-    which the group kill does not reach; they name the directory.
-    """
-    reaper.kill_referencing(tmp_directory, timeout)
-    reaper.kill_referencing(directory, timeout)
-    remove_tree(directory)
-    remove_tree(tmp_directory)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a session directory, including files made read-only inside it."""
-
-    def make_writable_and_retry(func: Callable[[str], object], name: str, _exc: object) -> None:
-        if not os.path.lexists(name):
-            return
-        os.chmod(os.path.dirname(name), 0o700)
-        func(name)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable_and_retry)

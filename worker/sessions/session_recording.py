@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recorder.recording import Limits, Recording
+from recorder.recording import BatchLimits, Recording
 from recorder.service import Recorder, Settings
 from recorder.uploader import Hooks
 from worker.config import Config
@@ -38,7 +38,7 @@ def recorder(config: Config, metrics: Metrics) -> Recorder:
         upload_concurrency=config.recording_upload_concurrency,
         s3_endpoint_url=config.s3_endpoint_url,
         sts_endpoint_url=config.sts_endpoint_url,
-        limits=Limits(
+        limits=BatchLimits(
             batch_bytes=config.recording_batch_bytes,
             batch_age_s=config.recording_batch_age_s,
         ),

@@ -18,7 +18,7 @@ from worker.sessions.model import (
     STARTING,
     TERMINATED,
     BrowserConfig,
-    Recording,
+    RecordingConfig,
     SessionRecord,
     Viewport,
 )
@@ -161,7 +161,7 @@ def _browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
         name=d["name"],
         description=d["description"],
         flavour=d["flavour"],
-        recording=Recording(**d["recording"]),
+        recording=RecordingConfig(**d["recording"]),
         certificate_arns=tuple(d["certificate_arns"]),
         created_at=d["created_at"],
         updated_at=d["updated_at"],
