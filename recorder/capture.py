@@ -374,10 +374,14 @@ def _remote_value(arg: Message) -> str:
 
 
 def _top_frame(stack: Any) -> Message:
+    """Where the page logged: the first frame that is not the recorder's own
+    (rrweb's console plugin wraps console methods, so once it runs the call
+    passes through the injected script first)."""
     frames = (stack or {}).get("callFrames") or []
-    if not frames:
+    own = [f for f in frames if f.get("url") != script.SOURCE_URL]
+    if not own:
         return {}
-    top = frames[0]
+    top = own[0]
     return {"url": top.get("url", ""), "line": top.get("lineNumber")}
 
 

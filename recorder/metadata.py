@@ -48,7 +48,10 @@ def build(facts: dict[str, Any], end: dict[str, Any], batches: list[BatchInfo]) 
         "durationMs": max(0, round(end_ms - start_ms)),
         "eventCount": event_count,
         "totalEvents": event_count,
+        # The size the session asked for, and the one its first page had
+        # (rrweb's meta event): they differ when the window is not the page.
         "viewport": facts.get("viewport", {}),
+        "pageViewport": end.get("pageViewport") or {},
         "terminationReason": end.get("reason", ""),
         "complete": not reasons,
         "incompleteReasons": reasons,

@@ -194,6 +194,7 @@ class Recording:
             "complete": not reasons,
             "incompleteReasons": reasons,
             "droppedEvents": self.stream.dropped + self.spool_dropped + self.disk_dropped,
+            "pageViewport": self.stream.page_viewport,
         }
         await asyncio.to_thread(write_json, self.directory / END, end)
         self._uploader.ended(self.directory)

@@ -187,7 +187,7 @@ _VIEWER = r"""
   function list() {
     var ol = document.getElementById("entries");
     ol.textContent = "";
-    var first = byTab[state.tab] && byTab[state.tab].length ? byTab[state.tab][0].timestamp : start;
+    var first = state.first || start;
     custom.forEach(function (e) {
       var tag = e.data.tag, p = e.data.payload || {};
       if (!state.shown[tag]) return;
@@ -215,6 +215,11 @@ _VIEWER = r"""
     if (state.player && state.player.$destroy) state.player.$destroy();
     target.textContent = "";
     var tabEvents = byTab[tab] || [];
+    // Playback starts at the tab's first page (rrweb's meta event, then its
+    // full snapshot), never on a blank stretch before it.
+    var firstPage = tabEvents.findIndex(function (e) { return e.type === 4; });
+    tabEvents = firstPage < 0 ? [] : tabEvents.slice(firstPage);
+    state.first = tabEvents.length ? tabEvents[0].timestamp : start;
     state.player = tabEvents.length >= 2 ? new Player({ target: target, props: {
       events: tabEvents, width: 960, height: 600, autoPlay: false, showWarning: false,
       mouseTail: false } }) : null;
@@ -229,7 +234,9 @@ _VIEWER = r"""
   window.sandboxReplay = { meta: meta, events: events, tabs: tabs, show: show };
   summary(); filters();
   if (tabs.length) show(tabs[0]); else list();
+  // rrweb's player applies the events strictly before the offset it goes
+  // to: one past the last event shows the page as it ended.
   if (location.hash === "#end" && state.player)
-    state.player.goto(window.sandboxReplay.duration, false);
+    state.player.goto(window.sandboxReplay.duration + 1, false);
 })();
 """

@@ -16,6 +16,14 @@ bundles are not even compiled (see `source`).
 In child frames rrweb itself either stays idle (same origin: the parent
 serialises them) or posts to the parent (cross-origin), so only the top
 frame calls the binding; a child starts only once its parent has.
+
+What a person does goes out at once, not with the next batch: a click (or
+any mouse interaction) and a change to a field flush the queue inside
+rrweb's own listener, before the browser acts on the event. A click on a
+link is then in the daemon's hands before the page that showed it unloads,
+and typed text is recorded as it is typed (rrweb's default sampling), not
+when the field loses focus. The script names itself (`sourceURL`), so the
+daemon can tell its frames from the page's in console stack traces.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from __future__ import annotations
 import json
 
 from recorder import assets
+
+# What the injected script's frames are called in stack traces.
+SOURCE_URL = "sandbox-recorder.js"
 
 _BOOTSTRAP = """
 (function (load, name, flushMs, maxBytes) {
@@ -37,11 +48,16 @@ _BOOTSTRAP = """
     queue = []; size = 0;
     try { send(payload); } catch (e) {}
   }
+  function urgent(event) {
+    // rrweb's incremental snapshots (3) of mouse interactions (2) and input (5)
+    var source = event.type === 3 && event.data ? event.data.source : -1;
+    return source === 2 || source === 5;
+  }
   function emit(event) {
     var line;
     try { line = event.timestamp + " " + stringify(event); } catch (e) { return; }
     queue.push(line); size += line.length;
-    if (size >= maxBytes) flush();
+    if (size >= maxBytes || urgent(event)) flush();
     else if (!timer) timer = later(flush, flushMs);
   }
   function start() {
@@ -50,7 +66,7 @@ _BOOTSTRAP = """
       emit: emit,
       recordCrossOriginIframes: true,
       maskInputOptions: { password: true },
-      sampling: { mousemove: 50, scroll: 150, input: "last" },
+      sampling: { mousemove: 50, scroll: 150 },
       plugins: [lib.rrwebPluginConsoleRecord.getRecordConsolePlugin({
         level: ["info", "log", "warn", "error"], lengthThreshold: 1000
       })]
@@ -105,7 +121,7 @@ def source(binding: str, flush_ms: int = 100, max_bytes: int = 512 * 1024) -> st
         f"{libraries}\n;\n"
         "}).call(lib);\nreturn lib;\n}\n"
         f"{_BOOTSTRAP.strip()}(load, {json.dumps(binding)}, {int(flush_ms)}, {int(max_bytes)});\n"
-        "})();"
+        f"}})();\n//# sourceURL={SOURCE_URL}\n"
     )
 
 

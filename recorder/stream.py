@@ -26,14 +26,28 @@ def now_ms() -> float:
 
 
 def custom(tag: str, payload: Any, timestamp: float | None = None) -> tuple[float, str]:
-    """An rrweb custom event (type 5) as (timestamp, JSON text)."""
-    ts = round(now_ms() if timestamp is None else timestamp, 3)
+    """An rrweb custom event (type 5) as (timestamp, JSON text); integer
+    milliseconds, like rrweb's own events."""
+    # Now, rounded down: an event made now is never in the future of a take.
+    ts = int(now_ms()) if timestamp is None else round(timestamp)
     body = json.dumps(
         {"type": CUSTOM, "data": {"tag": tag, "payload": payload}, "timestamp": ts},
         separators=(",", ":"),
         default=str,
     )
     return ts, body
+
+
+META_PREFIX = '{"type":4,'  # rrweb's meta event, as its JSON.stringify starts
+
+
+def _viewport(meta: str) -> dict[str, int] | None:
+    """The page size an rrweb meta event reports."""
+    try:
+        data = json.loads(meta).get("data") or {}
+        return {"width": int(data["width"]), "height": int(data["height"])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class Stream:
@@ -47,6 +61,7 @@ class Stream:
         self.dropped = 0  # events refused for lack of room, in total
         self._gap = 0  # dropped since the last gap marker
         self.malformed = 0
+        self.page_viewport: dict[str, int] | None = None  # the first page's, from rrweb
 
     def add(self, timestamp: float, body: str) -> bool:
         """Queue one event; False when it was dropped (memory bound)."""
@@ -78,6 +93,8 @@ class Stream:
             if len(body) < 3 or body[0] != "{" or body[-1] != "}":
                 self.malformed += 1
                 continue
+            if self.page_viewport is None and body.startswith(META_PREFIX):
+                self.page_viewport = _viewport(body)
             accepted += self.add(timestamp, prefix + body[1:])
         return accepted
 

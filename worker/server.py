@@ -36,6 +36,7 @@ from worker import ids
 from worker.api import sigv4
 from worker.api.automation import AutomationServer
 from worker.api.hosted import HostedAPI
+from worker.api.paging import PageTokens
 from worker.api.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
 from worker.config import Config, ConfigError
 from worker.metrics import Metrics, State
@@ -94,9 +95,10 @@ class WorkerServer:
         self.manager = SessionManager(self.config, self._store, self.relay, self.metrics)
         await self.manager.start()
         self._serve_metrics()
-        public = await self._serve_automation(self.manager)
+        keys = self._access_keys()  # SigV4, for the HTTP API and the websockets
+        public = await self._serve_automation(self.manager, keys or {})
         browsers, sessions = await self._serve_grpc(self.manager, public)
-        await self._serve_http_api(browsers, sessions)
+        await self._serve_http_api(browsers, sessions, keys)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         self._write_ready_file(public)
@@ -119,9 +121,9 @@ class WorkerServer:
         self._lock = _lock_state_dir(self.config)
         self._store = Store(self.config.db_path)
 
-    async def _serve_automation(self, manager: SessionManager) -> str:
+    async def _serve_automation(self, manager: SessionManager, keys: dict[str, str]) -> str:
         """The automation and live-view endpoint; returns its public base URL."""
-        self._automation = AutomationServer(manager)
+        self._automation = AutomationServer(manager, keys)
         host, port = split_host_port(self.config.automation_listen, "automation_listen")
         self.automation_port = await self._automation.start(host, port)
         return self.config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
@@ -130,8 +132,9 @@ class WorkerServer:
         self, manager: SessionManager, public: str
     ) -> tuple[BrowsersServicer, SessionsServicer]:
         server = grpc.aio.server()
-        browsers = BrowsersServicer(manager)
-        sessions = SessionsServicer(manager, public)
+        tokens = PageTokens.for_state_dir(self.config.state_dir)
+        browsers = BrowsersServicer(manager, tokens)
+        sessions = SessionsServicer(manager, public, tokens)
         pb_grpc.add_BrowsersServicer_to_server(browsers, server)
         pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
         pb_grpc.add_WorkerServicer_to_server(WorkerServicer(manager, self.worker_id), server)
@@ -181,24 +184,32 @@ class WorkerServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    async def _serve_http_api(self, browsers: BrowsersServicer, sessions: SessionsServicer) -> None:
+    async def _serve_http_api(
+        self,
+        browsers: BrowsersServicer,
+        sessions: SessionsServicer,
+        keys: dict[str, str] | None,
+    ) -> None:
         """The hosted API over HTTP, on the same servicers as gRPC."""
         config = self.config
         if not config.http_api_listen:
             return
-        keys: dict[str, str] | None = None
-        if config.http_api_auth == "sigv4":
-            keys = {}
-            if config.http_api_keys_file is not None:
-                try:
-                    keys = sigv4.load_keys(config.http_api_keys_file)
-                except ValueError as err:
-                    raise ConfigError(f"http_api_keys_file: {err}") from None
-            if not keys:
-                log.warning("http_api.no_keys", detail="every request will be refused")
+        if keys is not None and not keys:
+            log.warning("http_api.no_keys", detail="every request will be refused")
         host, port = split_host_port(config.http_api_listen, "http_api_listen")
         self._http_api = HostedAPI(browsers, sessions, keys)
         self.http_api_port = await self._http_api.start(host, port)
+
+    def _access_keys(self) -> dict[str, str] | None:
+        """The SigV4 keys of the HTTP API (None: it checks no signature).
+        Websockets accept signatures by the same keys beside their token."""
+        config = self.config
+        if config.http_api_auth != "sigv4" or config.http_api_keys_file is None:
+            return None if config.http_api_auth != "sigv4" else {}
+        try:
+            return sigv4.load_keys(config.http_api_keys_file)
+        except ValueError as err:
+            raise ConfigError(f"http_api_keys_file: {err}") from None
 
     def _write_ready_file(self, public: str) -> None:
         if self.config.ready_file is None:

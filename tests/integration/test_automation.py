@@ -284,3 +284,24 @@ async def test_clients_and_pages_cannot_reach_the_workers_files(
         with pytest.raises(PlaywrightError, match="downloads directory"):
             await cdp.send("DOM.setFileInputFiles", {"files": [escape], "nodeId": found["nodeId"]})
         assert await page.evaluate("document.getElementById('f').files.length") == 0
+
+
+async def test_clients_never_see_the_browsers_own_ui_targets(worker: RunningWorker) -> None:
+    """Full Chromium makes WebUI targets for its omnibox popup (type
+    browser_ui) with the first window; clients that attach to every target
+    they are shown (browser-use) failed on them."""
+    started = await worker.start()  # the built-in browser: full Chromium
+    url, token = endpoint(started)
+    async with AsyncCDP.connect(url, token) as cdp:
+        await cdp.call("Target.setDiscoverTargets", discover=True)
+        await cdp.call("Target.createTarget", url="about:blank")
+        await asyncio.sleep(1.0)  # the browser's UI targets come with the window
+        listed = await cdp.call("Target.getTargets")
+        everything = await cdp.call("Target.getTargets", filter=[{}])
+        auto = await cdp.call(
+            "Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False, flatten=True
+        )
+    types = [t["type"] for t in listed["targetInfos"]]
+    assert "page" in types and "browser_ui" not in types, types
+    assert "browser_ui" not in [t["type"] for t in everything["targetInfos"]]
+    assert auto == {}

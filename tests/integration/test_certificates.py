@@ -20,20 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from playwright.async_api import Page
 
+from helpers.requests import certificates
 from helpers.upstreams import Interceptor, SecretsManager, TLSOrigin, tls_serving, unique_path
 from helpers.workers import RunningWorker, browser_root, session_page, session_processes
 from worker.pb import sandbox_pb2 as pb
+from worker.sessions.model import RecordingConfig
 
 HOST = "secure.company.test"
-
-
-def certificates(*refs: str) -> list[pb.Certificate]:
-    return [
-        pb.Certificate(
-            location=pb.CertificateLocation(secrets_manager=pb.SecretsManagerLocation(secret_arn=r))
-        )
-        for r in refs
-    ]
 
 
 @pytest.fixture
@@ -157,9 +150,18 @@ async def test_a_refused_certificate_fails_the_start_naming_it_and_leaves_nothin
     fields: dict[str, Any] = {"certificates": certificates("file:origin-ca", arn)}
     prefix = ""
     if level == "browser":
-        created = await worker.browsers.CreateBrowser(
-            pb.CreateBrowserRequest(name="expired", certificates=certificates(arn))
+        # CreateBrowser refuses it now; a browser made while its certificate
+        # was still valid meets the same check at every Start.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await worker.browsers.CreateBrowser(
+                pb.CreateBrowserRequest(name="expired", certificates=certificates(arn))
+            )
+        assert (refused.value.details() or "").startswith(
+            f"certificates[0].location.secrets_manager.secret_arn: secret '{arn}' expired on "
         )
+        manager = worker.server.manager
+        assert manager is not None
+        created = manager.browsers.create("expired", "", "chromium", RecordingConfig(), (arn,))
         fields = {"browser_identifier": created.browser_id}
         prefix = "browser."
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ from service.conftest import fake_config
 from helpers.waits import eventually
 from helpers.workers import RunningWorker, running_worker
 from worker.pb import sandbox_pb2 as pb
+from worker.sessions import session as session_module
 
 
 async def refused(call: object) -> grpc.aio.AioRpcError:
@@ -174,3 +176,26 @@ async def test_a_warm_start_claims_a_pooled_browser_and_the_pool_refills(
         await eventually(
             lambda: [s for s in manager.pool.idle["headless-shell"] if s is not pooled]
         )
+
+
+async def test_shutdown_waits_for_the_sweep_of_sessions_stopped_before_it(
+    tmp_path: Path, fake_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Stop answers before the session's directories are gone; a worker
+    stopped right after must still see them removed, not exit mid-sweep
+    (as a starved machine showed)."""
+    real_sweep = session_module.sweep
+
+    def slow_sweep(*args: object) -> None:
+        time.sleep(1.0)  # a starved machine's sweep
+        real_sweep(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_module, "sweep", slow_sweep)
+    config = fake_config(tmp_path, fake_binary)
+    async with running_worker(config) as worker:
+        started = await worker.start()
+        await worker.stop(started.session_id)
+        await worker.server.stop(drain_timeout=0.1)
+        runtime = worker.config.session_tmp_root
+        assert not list(worker.config.sessions_dir.iterdir())
+        assert not (runtime / started.session_id).exists()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from recorder import metadata, redact
+from recorder import metadata, redact, stream
 from recorder.batch import BatchInfo, BatchWriter, WriteFailed, salvage, sidecar
 from recorder.stream import Stream, now_ms
 
@@ -178,3 +178,20 @@ def test_a_failed_first_write_of_a_batch_leaves_no_file(tmp_path: Path) -> None:
         writer.write([(1.0, '{"seq": 1}')], 1)
     assert failed.value.closed == [] and failed.value.kept_through == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_custom_events_carry_integer_milliseconds_like_rrwebs() -> None:
+    _, text = stream.custom("console", {"text": "x"}, 1700000000123.456)
+    assert json.loads(text)["timestamp"] == 1700000000123
+    assert isinstance(json.loads(text)["timestamp"], int)
+
+
+def test_the_first_pages_viewport_comes_from_rrwebs_meta_event() -> None:
+    events = stream.Stream()
+    meta = '{"type":4,"data":{"href":"http://a/","width":1264,"height":681},"timestamp":5}'
+    later = '{"type":4,"data":{"href":"http://b/","width":800,"height":600},"timestamp":9}'
+    events.add_page_batch(f'5 {{"type":3,"data":{{}},"timestamp":5}}\n5 {meta}\n9 {later}', 1)
+    assert events.page_viewport == {"width": 1264, "height": 681}
+    broken = stream.Stream()
+    broken.add_page_batch('5 {"type":4,"data":{"href":"x"},"timestamp":5}')
+    assert broken.page_viewport is None

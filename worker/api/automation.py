@@ -2,10 +2,15 @@
 
 `/browser-streams/{browserId}/sessions/{sessionId}/automation`, guarded by
 the session's token, sent as `Authorization: Bearer <token>` or, for clients
-that cannot set headers, as the query parameter `token`. Refusals happen in
-the HTTP handshake (404 unknown session, 401 bad token, 403 stream disabled),
-so a refused client never reaches the browser. Tokens are compared in
-constant time and never logged.
+that cannot set headers, as the query parameter `token`. Clients written for
+the hosted service sign the handshake instead, with SigV4 headers (as its
+SDK's `generate_ws_headers` does) or, for the live view, a presigned URL
+(`X-Amz-*` query parameters, 300 s at most); both are checked against the
+HTTP API's access keys. A signature covers the URL's path, so a signature
+for one session never opens another. Refusals happen in the HTTP handshake
+(404 unknown session, 401 no or wrong token, 403 a bad signature or a
+disabled stream), so a refused client never reaches the browser. Tokens are
+compared in constant time and never logged.
 
 The same port serves the live view (`worker/live_view.py`): its page at
 `.../live-view` and its websocket at `.../live-view/ws`, with the same token.
@@ -16,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -26,6 +32,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from worker.api import sigv4
 from worker.cdp import CDPError
 from worker.cdp.screencast import Viewer
 from worker.sessions.manager import SessionManager
@@ -33,6 +40,8 @@ from worker.sessions.model import DISABLED
 from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
+
+SERVICE = "bedrock-agentcore"  # what the hosted SDK signs its websockets for
 
 PATH = re.compile(
     r"/browser-streams/([^/]+)/sessions/([^/]+)/(automation|live-view|live-view/ws)/?"
@@ -57,8 +66,9 @@ def presented_token(request: Request) -> str:
 
 
 class AutomationServer:
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, keys: Mapping[str, str]) -> None:
         self._manager = manager
+        self._keys = keys  # SigV4 access key id -> secret key
         self._server: Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -93,9 +103,9 @@ class AutomationServer:
         session, kind = self._session_for(request)
         if session is None:
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "no such live session")
-        token = presented_token(request)
-        if not token or not hmac.compare_digest(token.encode(), session.token.encode()):
-            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+        refused = self._authenticate(request, session, kind)
+        if refused is not None:
+            return self._refuse(connection, *refused)
         if kind == "live-view":
             # An ordinary page load, not a websocket: the viewer itself.
             headers = Headers(
@@ -109,6 +119,39 @@ class AutomationServer:
             return Response(200, "OK", headers, LIVE_VIEW_PAGE)
         if kind == "automation" and session.record.stream_status == DISABLED:
             return self._refuse(connection, HTTPStatus.FORBIDDEN, "automation stream disabled")
+        return None
+
+    def _authenticate(
+        self, request: Request, session: Session, kind: str
+    ) -> tuple[HTTPStatus, str] | None:
+        """None when the session's token or a SigV4 signature is good."""
+        token = presented_token(request)
+        if token and hmac.compare_digest(token.encode(), session.token.encode()):
+            return None
+        url = urlsplit(request.path)
+        signed = request.headers.get("Authorization", "").startswith(sigv4.ALGORITHM)
+        presigned = "X-Amz-Signature" in parse_qs(url.query)
+        if not signed and not presigned:
+            return HTTPStatus.UNAUTHORIZED, "missing or wrong token"
+        host = request.headers.get("Host", "")
+        try:
+            if signed:
+                sigv4.verify(
+                    "GET",
+                    f"https://{host}{request.path}",
+                    request.headers,
+                    b"",
+                    self._keys,
+                    SERVICE,
+                )
+            else:
+                # The live view's page is presigned; its websocket reuses the
+                # page's query, so it is checked against the page's path.
+                path = url.path.removesuffix("/ws") if kind == "live-view/ws" else url.path
+                page = urlunsplit(("https", host, path, url.query, ""))
+                sigv4.verify_presigned("GET", page, host, self._keys, SERVICE)
+        except sigv4.SignatureError as err:
+            return HTTPStatus.FORBIDDEN, str(err)
         return None
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:

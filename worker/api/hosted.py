@@ -310,9 +310,13 @@ async def get_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
 
 
 async def list_browsers(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    kind = call.query.get("type", "")
+    if kind not in ("", "SYSTEM", "CUSTOM"):
+        raise Refused.invalid("type", "must be SYSTEM or CUSTOM")
     request = pb.ListBrowsersRequest(
         max_results=_int(call.query, "maxResults") or 0,
         next_token=call.query.get("nextToken", ""),
+        type=kind or None,
     )
     page = await api.browsers.ListBrowsers(request, call.context)
     keys = ("browserId", "browserArn", "name", "description", "status", "createdAt")

@@ -20,6 +20,7 @@ import structlog
 
 from worker import __version__
 from worker.api import convert, validation
+from worker.api.paging import PageTokens
 from worker.errors import Internal, InvalidArgument, WorkerError
 from worker.metrics import Metrics
 from worker.pb import sandbox_pb2 as pb
@@ -85,8 +86,9 @@ async def _refuse(context: Any, error: WorkerError) -> None:
 
 
 class BrowsersServicer(pb_grpc.BrowsersServicer):
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, tokens: PageTokens) -> None:
         self._manager = manager
+        self._tokens = tokens
 
     @_rpc
     async def CreateBrowser(self, request: Any, context: Any) -> pb.Browser:
@@ -99,7 +101,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         )
         arns = convert.certificate_arns("certificates", request.certificates)
         validation.client_token(request.client_token)
-        browser = self._manager.browsers.create(name, description, flavour, recording, arns)
+        browser = await self._manager.create_browser(name, description, flavour, recording, arns)
         return convert.browser_to_pb(browser)
 
     @_rpc
@@ -110,10 +112,14 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
     @_rpc
     async def ListBrowsers(self, request: Any, context: Any) -> pb.ListBrowsersResponse:
         limit = validation.max_results(request.max_results)
-        after = validation.next_token(request.next_token, validation.BROWSER_ID)
-        browsers, next_token = self._manager.browsers.list(limit, after)
+        after = self._tokens.read("browsers", request.next_token)
+        if request.type not in (0, pb.SYSTEM, pb.CUSTOM):
+            raise InvalidArgument("type", "must be SYSTEM or CUSTOM")
+        kind = pb.BrowserType.Name(request.type) if request.type else None
+        browsers, last = self._manager.browsers.list(limit, after, kind)
         return pb.ListBrowsersResponse(
-            browsers=[convert.browser_to_pb(b) for b in browsers], next_token=next_token
+            browsers=[convert.browser_to_pb(b) for b in browsers],
+            next_token=self._tokens.issue("browsers", last),
         )
 
     @_rpc
@@ -126,8 +132,9 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
 
 
 class SessionsServicer(pb_grpc.BrowserSessionsServicer):
-    def __init__(self, manager: SessionManager, endpoint_base: str) -> None:
+    def __init__(self, manager: SessionManager, endpoint_base: str, tokens: PageTokens) -> None:
         self._manager = manager
+        self._tokens = tokens
         self._endpoint_base = endpoint_base.rstrip("/")
         # The live view is a web page on the same host and port.
         self._page_base = re.sub(r"^ws", "http", self._endpoint_base)
@@ -172,15 +179,15 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         self, request: Any, context: Any
     ) -> pb.ListBrowserSessionsResponse:
         limit = validation.max_results(request.max_results)
-        before = validation.next_token(request.next_token, validation.SESSION_ID)
+        browser = self._browser(request)
+        listing = f"sessions of {browser}"  # a token serves its own listing only
+        before = self._tokens.read(listing, request.next_token)
         if request.status not in (0, pb.READY, pb.TERMINATED):
             raise InvalidArgument("status", "must be READY or TERMINATED")
         status = pb.SessionStatus.Name(request.status) if request.status else None
-        records, next_token = self._manager.list_sessions(
-            self._browser(request), status, limit, before
-        )
+        records, last = self._manager.list_sessions(browser, status, limit, before)
         return pb.ListBrowserSessionsResponse(
-            items=[self._to_pb(r) for r in records], next_token=next_token
+            items=[self._to_pb(r) for r in records], next_token=self._tokens.issue(listing, last)
         )
 
     @_rpc

@@ -16,12 +16,14 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+MAX_PRESIGNED_EXPIRES_S = 300  # the hosted service's maximum for live-view URLs
 
 
 class SignatureError(Exception):
@@ -88,6 +90,66 @@ def verify(
     if not hmac.compare_digest(expected, signature):
         raise SignatureError("the request signature does not match")
     return key_id
+
+
+def verify_presigned(
+    method: str,
+    url: str,
+    host: str,
+    keys: Mapping[str, str],
+    service: str,
+    max_expires_s: int = MAX_PRESIGNED_EXPIRES_S,
+) -> str:
+    """Check a presigned URL (`X-Amz-*` query parameters, signed for its
+    path and the Host header); returns the access key id that signed it."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    params = dict(query)
+    if params.get("X-Amz-Algorithm") != ALGORITHM:
+        raise SignatureError("the URL is not presigned with AWS Signature Version 4")
+    try:
+        key_id, day, region, signed_service, terminator = params["X-Amz-Credential"].split("/")
+        stamp, signature = params["X-Amz-Date"], params["X-Amz-Signature"]
+        expires = int(params["X-Amz-Expires"])
+    except (KeyError, ValueError):
+        raise SignatureError("the presigned URL is malformed") from None
+    secret = keys.get(key_id)
+    if secret is None:
+        raise SignatureError("the access key id is not known to this worker")
+    if signed_service != service or terminator != "aws4_request":
+        raise SignatureError(f"the URL is not signed for the service '{service}'")
+    if params.get("X-Amz-SignedHeaders") != "host":
+        raise SignatureError("a presigned URL must sign exactly the Host header")
+    if not 1 <= expires <= max_expires_s:
+        raise SignatureError(f"X-Amz-Expires must be from 1 to {max_expires_s} seconds")
+    signed_at = _signed_at(stamp, day)
+    if not signed_at - 60 <= time.time() <= signed_at + expires:
+        raise SignatureError("the presigned URL has expired (or is not valid yet)")
+    # The other parameters exactly as they arrived: the signer hashed their
+    # encoded form.
+    unsigned = "&".join(p for p in parts.query.split("&") if not p.startswith("X-Amz-Signature="))
+    request = AWSRequest(
+        method=method,
+        url=urlunsplit((parts.scheme, parts.netloc, parts.path, unsigned, "")),
+        headers={"host": host},
+    )
+    request.context["timestamp"] = stamp
+    signer = SigV4QueryAuth(Credentials(key_id, secret), signed_service, region, expires)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, signature):
+        raise SignatureError("the URL signature does not match")
+    return key_id
+
+
+def _signed_at(stamp: str, day: str) -> int:
+    try:
+        signed_at = calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        raise SignatureError("X-Amz-Date is missing or malformed") from None
+    if not stamp.startswith(day):
+        raise SignatureError("X-Amz-Date does not match the credential scope")
+    return signed_at
 
 
 def _check_time(stamp: str, day: str, max_skew_s: float) -> None:

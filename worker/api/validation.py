@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import idna
+
 from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig, ProxyServer, normalise_pattern
 from worker.sessions import secret_resolver
@@ -148,6 +150,7 @@ def proxy_server(field: str, server: str) -> str:
             field,
             f"{scheme}:// is not supported: give a host name, or http://HOST",
         )
+    host = ascii_host(field, host)
     _check(len(host) <= MAX_HOSTNAME, field, f"must be at most {MAX_HOSTNAME} characters")
     _check(
         HOSTNAME.fullmatch(host.lower()) is not None,
@@ -163,23 +166,44 @@ def proxy_port(field: str, port: int) -> int:
 
 
 def domain_patterns(field: str, patterns: Sequence[str]) -> tuple[str, ...]:
+    """The patterns, host names in their ASCII (punycode) form."""
     _check(len(patterns) <= MAX_PATTERNS, field, f"at most {MAX_PATTERNS} patterns")
+    checked = []
     for i, pattern in enumerate(patterns):
         name = f"{field}[{i}]"
         _check(bool(pattern), name, "must not be empty")
-        _check(len(pattern) <= MAX_HOSTNAME, name, f"must be at most {MAX_HOSTNAME} characters")
         _check(
             "*" not in pattern,
             name,
             f"wildcards are not supported: use '.{pattern.lstrip('*.')}' to match "
             f"{pattern.lstrip('*.')} and all its subdomains",
         )
+        dot = "." if pattern.startswith(".") else ""
+        pattern = dot + ascii_host(name, pattern.removeprefix("."))
+        _check(len(pattern) <= MAX_HOSTNAME, name, f"must be at most {MAX_HOSTNAME} characters")
         _check(
             PATTERN.fullmatch(normalise_pattern(pattern)) is not None,
             name,
             "must be a host name ('example.com') or a domain with a leading dot ('.example.com')",
         )
-    return tuple(patterns)
+        checked.append(pattern)
+    return tuple(checked)
+
+
+def ascii_host(field: str, host: str) -> str:
+    """A host name given in Unicode (`bücher.example`) in the form Chromium
+    sends and proxies see: IDNA 2008 (UTS #46) punycode, `xn--bcher-kva.example`.
+    A port after the name is kept."""
+    if host.isascii():
+        return host
+    name, sep, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    try:
+        ascii_name = idna.encode(name, uts46=True).decode()
+    except idna.IDNAError:
+        raise InvalidArgument(
+            field, "is not a valid internationalised host name; give its xn-- (punycode) form"
+        ) from None
+    return ascii_name + sep + port
 
 
 def browser_id(value: str, field: str = "browser_identifier") -> str:
@@ -238,10 +262,4 @@ def max_results(value: int) -> int:
     if value == 0:
         return 10
     _check(1 <= value <= 100, "max_results", "must be between 1 and 100")
-    return value
-
-
-def next_token(value: str, pattern: re.Pattern[str]) -> str:
-    if value:
-        _check(pattern.fullmatch(value) is not None, "next_token", "is not a token from this API")
     return value

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+REMOVE_ATTEMPTS = 4
+
 
 def pids_referencing(directory: Path) -> list[int]:
     """Pids whose command line mentions `directory` (an absolute path)."""
@@ -57,8 +59,10 @@ def sweep(directory: Path, tmp_directory: Path, timeout: float) -> None:
     """
     kill_referencing(tmp_directory, timeout)
     kill_referencing(directory, timeout)
-    remove_tree(directory)
+    # The browser's own tree first: the session directory (named in the
+    # state) goes last, so its absence means the whole session is gone.
     remove_tree(tmp_directory)
+    remove_tree(directory)
 
 
 def remove_tree(path: Path) -> None:
@@ -70,5 +74,14 @@ def remove_tree(path: Path) -> None:
         os.chmod(os.path.dirname(name), 0o700)
         func(name)
 
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+    for attempt in range(REMOVE_ATTEMPTS):
+        if not path.exists():
+            return
+        try:
+            shutil.rmtree(path, onerror=make_writable_and_retry)
+        except OSError:
+            # A file appeared while the tree was being removed (a process
+            # of the browser still dying): go again, a bounded few times.
+            if attempt == REMOVE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))

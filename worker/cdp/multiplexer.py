@@ -8,6 +8,8 @@ session that attaches under a session the client owns becomes the client's;
 a client may address only its own sessions. The daemon's own CDP use runs on
 sessions no client owns, so both work side by side.
 
+Targets of the browser's own UI (full Chromium's omnibox popup) are
+filtered out of every target listing and auto-attach a client asks for.
 Some methods are never forwarded: `Browser.close` (from any client it means
 "I am done", not "kill everyone's browser"), `Browser.crash*`, `Tethering.*`
 (opens ports on the host). Downloads always land in the session's own
@@ -17,6 +19,10 @@ the worker's. The worker's own files stay out of reach: commands that would
 open a `file:` URL are refused (pages cannot navigate there themselves:
 Chromium blocks that for web origins), and `DOM.setFileInputFiles` may only
 hand a page files from the session's downloads directory.
+
+Why one module of about 430 lines: a client's message path (parse, check,
+rewrite, forward, route the answer and the events back) is one flow that
+the checks above interleave with; the protocol itself is in `connection`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,22 @@ log = structlog.get_logger(__name__)
 REFUSED_METHODS = ("Browser.crash", "Browser.crashGpuProcess")
 REFUSED_DOMAINS = ("Tethering.",)
 DOWNLOAD_METHODS = ("Browser.setDownloadBehavior", "Page.setDownloadBehavior")
+# Full Chromium's own UI (the omnibox popup, WebUI pages of type
+# "browser_ui") is never a client's to see: clients that attach to every
+# target (browser-use) fail on them. The browser filters them out itself.
+TARGET_FILTER_METHODS = (
+    "Target.setDiscoverTargets",
+    "Target.setAutoAttach",
+    "Target.getTargets",
+    "Target.autoAttachRelated",
+)
+HIDE_BROWSER_UI = {"type": "browser_ui", "exclude": True}
+# What CDP assumes when a client gives no filter.
+DEFAULT_TARGET_FILTER: tuple[dict[str, Any], ...] = (
+    {"type": "browser", "exclude": True},
+    {"type": "tab", "exclude": True},
+    {},
+)
 URL_METHODS = ("Page.navigate", "Target.createTarget", "Network.loadNetworkResource")
 LOCAL_SCHEMES = ("file:", "view-source:file:", "filesystem:")
 SESSION_PARAM_METHODS = ("Target.detachFromTarget", "Target.sendMessageToTarget")
@@ -93,9 +115,12 @@ class Client:
         self.sessions: set[str] = set()
         self.contexts: set[str] = set()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_limit)
+        # Answers to the commands in flight must fit in the queue with room
+        # for events: the browser may answer a whole burst in one read.
+        self._max_in_flight = max(1, min(MAX_IN_FLIGHT, queue_limit // 2))
         self.closed = False
         self.in_flight = 0
-        self._room = asyncio.Event()  # set while in_flight < MAX_IN_FLIGHT
+        self._room = asyncio.Event()  # set while in_flight < _max_in_flight
         self._room.set()
         self.close_code = 1000
         self.close_reason = ""
@@ -181,6 +206,10 @@ class Client:
             params = {**params, "downloadPath": self._downloads}
         if method == "Target.createTarget" and not {"width", "height"} & params.keys():
             params = {**self._new_target_defaults(), **params}
+        if method in TARGET_FILTER_METHODS and target == self.root:
+            # Only at the browser level: a tab's or a page's own targets
+            # are never the browser's UI, and their default filters differ.
+            params = {**params, "filter": _without_browser_ui(params.get("filter"))}
         if method == "Browser.getVersion" and self.version is not None:
             # Every Playwright and Puppeteer connection starts with this, right
             # after the browser booted and while it is still busy: the answer
@@ -199,7 +228,7 @@ class Client:
 
         sent = time.perf_counter()
         self.in_flight += 1
-        if self.in_flight >= MAX_IN_FLIGHT:
+        if self.in_flight >= self._max_in_flight:
             self._room.clear()
 
         def on_reply(reply: Message) -> None:
@@ -286,6 +315,17 @@ class Client:
             )
         self.sessions.clear()
         self.contexts.clear()
+
+
+def _without_browser_ui(given: Any) -> Any:
+    """A target filter that also excludes the browser's own UI. Entries
+    apply in order, so the exclusion goes first; a filter that is not a list
+    goes to the browser as given, which says what is wrong with it."""
+    if given is None:
+        return [HIDE_BROWSER_UI, *DEFAULT_TARGET_FILTER]
+    if isinstance(given, list):
+        return [HIDE_BROWSER_UI, *given]
+    return given
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -30,8 +30,10 @@ class BrowserCatalog:
             flavour=config.default_flavour,
             recording=RecordingConfig(),
             certificate_arns=(),
-            created_at=0.0,
-            updated_at=0.0,
+            # When this worker's state was made: the built-in browser has
+            # existed since, and it never changes.
+            created_at=store.created_at,
+            updated_at=store.created_at,
             built_in=True,
         )
 
@@ -68,10 +70,13 @@ class BrowserCatalog:
         log.info("browser.created", browser_id=browser.browser_id, flavour=flavour)
         return browser
 
-    def list(self, limit: int, after: str) -> tuple[list[BrowserConfig], str]:
-        """The built-in browser first, then created ones by id."""
-        head = [self._builtin] if not after else []
-        rows = self._store.list_browsers(limit + 1 - len(head), after)
+    def list(
+        self, limit: int, after: str, kind: str | None = None
+    ) -> tuple[list[BrowserConfig], str]:
+        """The built-in browser first (SYSTEM), then created ones (CUSTOM)
+        by id; returns the page and the id it ends at, if more follow."""
+        head = [self._builtin] if not after and kind != "CUSTOM" else []
+        rows = [] if kind == "SYSTEM" else self._store.list_browsers(limit + 1 - len(head), after)
         page = (head + rows)[:limit]
         more = len(head) + len(rows) > limit
         return page, page[-1].browser_id if more and page else ""

@@ -41,6 +41,7 @@ from worker.sessions.model import (
     WORKER_RESTARTED,
     WORKER_SHUTDOWN,
     BrowserConfig,
+    RecordingConfig,
     SessionRecord,
     Started,
     StartRequest,
@@ -53,6 +54,8 @@ from worker.sessions.store import Store
 log = structlog.get_logger(__name__)
 
 ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser/"
+# A sweep kills twice (each bounded by kill_timeout_s) and removes two trees.
+SWEEP_WAIT_KILL_TIMEOUTS = 3
 
 
 class SessionManager:
@@ -127,6 +130,22 @@ class SessionManager:
         killed = recovery.reap(self.config, self.store, self.cgroups)
         self.metrics.orphans_reaped.inc(killed)
         return killed
+
+    # -------------------------------------------------------------- browsers
+
+    async def create_browser(
+        self,
+        name: str,
+        description: str,
+        flavour: str,
+        recording: RecordingConfig,
+        certificate_arns: tuple[str, ...],
+    ) -> BrowserConfig:
+        """A new browser. Its CAs are read and checked now, so that a
+        certificate none of its sessions could use is refused here, not at
+        every Start."""
+        await start_secrets.read_certificates(self.host.secrets, "certificates", certificate_arns)
+        return self.browsers.create(name, description, flavour, recording, certificate_arns)
 
     # -------------------------------------------------------------- sessions
 
@@ -386,6 +405,10 @@ class SessionManager:
         for session, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
                 session.log.error("session.close_failed", error=repr(result))
+        # Sessions that ended before (a Stop answers before their directories
+        # are gone) may still be sweeping: a daemon that exits now would
+        # leave their directories behind.
+        await self.registry.wait_closed(SWEEP_WAIT_KILL_TIMEOUTS * self.config.kill_timeout_s)
 
 
 def _check_same_request(record: SessionRecord, request: StartRequest) -> None:

@@ -107,6 +107,9 @@ class PooledBrowser:
     async def close(self, reason: str) -> None:
         await self._session.close(reason)
 
+    async def wait_closed(self) -> None:
+        await self._session.wait_closed()
+
 
 class WarmPool:
     def __init__(
@@ -122,6 +125,7 @@ class WarmPool:
         self._ready_timeout_s = ready_timeout_s
         self.idle: dict[str, list[PooledBrowser]] = {flavour: [] for flavour in self.sizes}
         self._starting = 0
+        self._evicted: set[PooledBrowser] = set()  # closing to make room
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -164,6 +168,9 @@ class WarmPool:
         victim = min(candidates, key=lambda b: b.created_at)
         self.discard(victim)
         victim.close_soon(STOPPED)
+        self._evicted.add(victim)
+        done = asyncio.ensure_future(victim.wait_closed())
+        done.add_done_callback(lambda _done: self._evicted.discard(victim))
         return True
 
     async def close(self) -> None:
@@ -176,6 +183,8 @@ class WarmPool:
         for group in self.idle.values():
             group.clear()
         await asyncio.gather(*(b.close(STOPPED) for b in browsers), return_exceptions=True)
+        # Evicted ones close on their own; their directories must still go.
+        await asyncio.gather(*(b.wait_closed() for b in list(self._evicted)))
 
     # -- refilling
 

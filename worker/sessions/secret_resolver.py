@@ -44,13 +44,23 @@ class SecretResolver:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    async def fetch(self, field: str, ref: str) -> str:
-        """The secret's text; FailedPrecondition/Unavailable if unreadable."""
-        if ref.startswith(FILE_PREFIX):
-            return await asyncio.to_thread(self._read_file, field, ref)
-        return await asyncio.to_thread(self._fetch_arn, field, ref)
+    async def fetch(self, field: str, ref: str, holds: str = "text") -> str:
+        """The secret's text; FailedPrecondition/Unavailable if unreadable,
+        InvalidArgument if it is binary (`holds` says what it should hold)."""
+        read = self._read_file if ref.startswith(FILE_PREFIX) else self._fetch_arn
+        data = await asyncio.to_thread(read, field, ref)
+        if isinstance(data, str):
+            return data
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            # Malformed input, not a missing secret: most often a DER
+            # certificate where PEM text belongs.
+            raise InvalidArgument(
+                field, f"secret '{ref}' is binary (for example DER), not text: it must hold {holds}"
+            ) from None
 
-    def _read_file(self, field: str, ref: str) -> str:
+    def _read_file(self, field: str, ref: str) -> str | bytes:
         def refuse(why: str) -> FailedPrecondition:
             return FailedPrecondition(field, f"secret '{ref}' {why}")
 
@@ -64,11 +74,9 @@ class SecretResolver:
         try:
             if path.stat().st_size > MAX_SECRET_BYTES:
                 raise refuse(f"is larger than {MAX_SECRET_BYTES} bytes")
-            return path.read_text(encoding="utf-8")
+            return path.read_bytes()
         except FileNotFoundError:
             raise refuse("does not exist") from None
-        except UnicodeDecodeError:
-            raise refuse("is not UTF-8 text") from None
         except OSError as exc:
             raise refuse(f"cannot be read ({exc.strerror})") from None
 
@@ -91,7 +99,7 @@ class SecretResolver:
                 self._clients[region] = client
             return client
 
-    def _fetch_arn(self, field: str, ref: str) -> str:
+    def _fetch_arn(self, field: str, ref: str) -> str | bytes:
         from botocore import exceptions as boto_errors
 
         match = SECRET_ARN.fullmatch(ref)
@@ -123,10 +131,7 @@ class SecretResolver:
             ) from None
         if "SecretString" in answer:
             return str(answer["SecretString"])
-        try:
-            return bytes(answer.get("SecretBinary", b"")).decode("utf-8")
-        except UnicodeDecodeError:
-            raise FailedPrecondition(field, f"secret '{ref}' is not UTF-8 text") from None
+        return bytes(answer.get("SecretBinary", b""))
 
 
 def basic_credentials(field: str, ref: str, text: str) -> str:

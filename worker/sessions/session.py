@@ -22,6 +22,7 @@ read in one place. What is not ordering lives beside it (`trust`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -396,6 +397,13 @@ class Session:
         assert self._close_task is not None
         await asyncio.shield(self._close_task)
 
+    async def wait_closed(self) -> None:
+        """Until the whole close is over, directories removed; its failure
+        was logged by whoever awaited the close."""
+        if self._close_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._close_task)
+
     async def stop(self, reason: str) -> None:
         """End the session, returning once its browser is gone: the clean-up
         of its directories (and of helpers that outlived the browser) goes
@@ -470,9 +478,12 @@ class Session:
             # The browser's own words are the only clue to why it died,
             # and they are about to be deleted with the directory.
             self.log.warning("session.browser_log", tail=self._log_tail())
-        await asyncio.to_thread(
-            sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
-        )
+        try:
+            await asyncio.to_thread(
+                sweep, self.directory, self.tmp_directory, self._config.kill_timeout_s
+            )
+        except OSError as exc:  # the next start sweeps what is left
+            self.log.error("session.sweep_failed", error=repr(exc))
         if self._host.cgroups is not None:
             # Kills anything of the tree still inside, whatever its name.
             await asyncio.to_thread(self._host.cgroups.remove, self.session_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_browser ON sessions (browser_id, session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (browser_id, client_token);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -48,6 +50,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (str(time.time()),)
+        )
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'created_at'").fetchone()
+        self.created_at = float(row[0])  # when this state was first made
 
     def close(self) -> None:
         self._db.close()
