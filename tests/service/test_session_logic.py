@@ -6,9 +6,11 @@ here they run in seconds."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
+import weakref
 from pathlib import Path
 
 import grpc
@@ -199,3 +201,24 @@ async def test_shutdown_waits_for_the_sweep_of_sessions_stopped_before_it(
         runtime = worker.config.session_tmp_root
         assert not list(worker.config.sessions_dir.iterdir())
         assert not (runtime / started.session_id).exists()
+
+
+async def test_an_ended_warm_session_is_freed_without_the_cycle_collector(
+    tmp_path: Path, fake_binary: Path
+) -> None:
+    """A claimed pooled browser's session, once ended, is freed by reference
+    counting like a cold one: nothing it told of its end keeps it."""
+    config = fake_config(tmp_path, fake_binary, warm_pool=("chromium=1",))
+    async with running_worker(config) as worker:
+        manager = worker.server.manager
+        assert manager is not None
+        await eventually(lambda: manager.pool.idle["chromium"])
+        gc.collect()
+        gc.disable()
+        try:
+            started = await worker.start()
+            session = weakref.ref(manager.live[started.session_id])
+            await worker.stop(started.session_id)
+            await eventually(lambda: session() is None)
+        finally:
+            gc.enable()

@@ -67,11 +67,7 @@ def verify(
         key_id, day, region, signed_service, terminator = credential.split("/")
     except (KeyError, ValueError):
         raise SignatureError("the Authorization header is malformed") from None
-    secret = keys.get(key_id)
-    if secret is None:
-        raise SignatureError("the access key id is not known to this worker")
-    if signed_service != service or terminator != "aws4_request":
-        raise SignatureError(f"the request is not signed for the service '{service}'")
+    secret = _secret(keys, key_id, signed_service, terminator, service)
     stamp = headers.get("X-Amz-Date", "")
     _check_time(stamp, day, max_skew_s)
     names = signed.split(";")
@@ -113,11 +109,7 @@ def verify_presigned(
         expires = int(params["X-Amz-Expires"])
     except (KeyError, ValueError):
         raise SignatureError("the presigned URL is malformed") from None
-    secret = keys.get(key_id)
-    if secret is None:
-        raise SignatureError("the access key id is not known to this worker")
-    if signed_service != service or terminator != "aws4_request":
-        raise SignatureError(f"the URL is not signed for the service '{service}'")
+    secret = _secret(keys, key_id, signed_service, terminator, service)
     if params.get("X-Amz-SignedHeaders") != "host":
         raise SignatureError("a presigned URL must sign exactly the Host header")
     if not 1 <= expires <= max_expires_s:
@@ -152,12 +144,18 @@ def _signed_at(stamp: str, day: str) -> int:
     return signed_at
 
 
+def _secret(
+    keys: Mapping[str, str], key_id: str, signed_service: str, terminator: str, service: str
+) -> str:
+    """The secret of the key that signed, for the service it was signed for."""
+    secret = keys.get(key_id)
+    if secret is None:
+        raise SignatureError("the access key id is not known to this worker")
+    if signed_service != service or terminator != "aws4_request":
+        raise SignatureError(f"the request is not signed for the service '{service}'")
+    return secret
+
+
 def _check_time(stamp: str, day: str, max_skew_s: float) -> None:
-    try:
-        signed_at = calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
-    except ValueError:
-        raise SignatureError("X-Amz-Date is missing or malformed") from None
-    if not stamp.startswith(day):
-        raise SignatureError("X-Amz-Date does not match the credential scope")
-    if abs(time.time() - signed_at) > max_skew_s:
+    if abs(time.time() - _signed_at(stamp, day)) > max_skew_s:
         raise SignatureError("the request was signed too long ago (or in the future)")

@@ -119,8 +119,11 @@ class RelayControl:
         self._listeners[session_id] = body
 
     async def close(self, session_id: str) -> dict[str, dict[str, int]]:
-        """Close a session's listener; returns its traffic by route."""
-        body = self._listeners.pop(session_id, None)
+        """Close a session's listener; returns its traffic by route. The
+        listener stays known until the relay's answer, and its counters move
+        to the ended totals in the same step, so a scrape meanwhile never
+        misses them (the relay answers in the order it was asked)."""
+        body = self._listeners.get(session_id)
         if body is None:
             return {}
         try:
@@ -128,19 +131,22 @@ class RelayControl:
                 await self._call({"op": "close", "session": session_id})
             ).get("stats", {})
         except Unavailable:
+            self._listeners.pop(session_id, None)
             return {}
+        self._listeners.pop(session_id, None)
         _add(self._ended, body["config"], stats)
         return stats
 
     async def traffic(self) -> dict[tuple[str, str], int]:
         """Every session's traffic so far, by (upstream, counter)."""
+        live: dict[str, Any] = {}
+        if self._listeners:
+            try:
+                live = (await self._call({"op": "stats"})).get("all", {})
+            except Unavailable:
+                live = {}
+        # After the answer: a close answered before it is in the totals now.
         totals = dict(self._ended)
-        if not self._listeners:
-            return totals
-        try:
-            live = (await self._call({"op": "stats"})).get("all", {})
-        except Unavailable:
-            live = {}
         for session_id, stats in live.items():
             body = self._listeners.get(session_id)
             if body is not None:

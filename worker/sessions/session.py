@@ -421,7 +421,10 @@ class Session:
 
     async def _close(self, reason: str) -> None:
         started = time.perf_counter()
-        for listener in self._listeners:
+        # Told once; dropping them also drops what they hold of this session
+        # (a pooled browser's wrapper), so an ended session is freed at once.
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             listener(self)
         self._record_end(reason)
         self._stop_watching()
