@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from worker import cdp
-
-# Every flag and why. Background-traffic flags matter because a session's
-# Every flag and why. Background-traffic flags matter because a session's
 from worker.browser import cgroups, users
 
 # Every flag and why. Background-traffic flags matter because a session's
@@ -43,6 +40,15 @@ BASE_FLAGS: tuple[str, ...] = (
     "--disable-domain-reliability",  # no beacons to Google
     "--disable-client-side-phishing-detection",
     "--disable-features=NetworkTimeServiceQuerying,MediaRouter,OptimizationHints",
+    # Full Chromium still calls two Google services that no flag or policy
+    # turns off (measured on 156): ListAccounts at accounts.google.com, with
+    # backoff for the browser's whole life, and an on-demand component check
+    # (the on-device model manifest) at update.googleapis.com. Both go
+    # through the session's proxy with its credentials. Pointing them at
+    # port 9 makes them fail inside the browser: 9 is on Chromium's list of
+    # unsafe ports, so no socket is opened (ERR_UNSAFE_PORT), on any route.
+    "--gaia-url=http://127.0.0.1:9/",
+    "--component-updater=url-source=http://127.0.0.1:9/",
     "--disable-breakpad",
     "--metrics-recording-only",
     "--password-store=basic",  # no desktop keyring lookups
