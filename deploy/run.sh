@@ -76,6 +76,20 @@ npm_env() {  # npm_env DIR [npm ci flags]: install a pinned package-lock
     stamp_set "npm-$(basename "$dir")" "$want"
 }
 
+client_env() {  # client_env NAME: a pinned Python client in a venv of its own
+    # (tests/clients/NAME/requirements.txt, at $venv/clients/NAME): clients
+    # such as browser-use pin their dependencies exactly, which would clash
+    # with the project's.
+    local name="$1" dir="$venv/clients/$1" want
+    want="$(cat "tests/clients/$name/requirements.txt" | sha256sum | cut -c1-16)"
+    if stamp_ok "client-$name" "$want" && [ -x "$dir/bin/python" ]; then return 0; fi
+    say "pip: installing $name into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q -r "tests/clients/$name/requirements.txt" 2> >(grep -v "WARNING: Location" >&2)
+    stamp_set "client-$name" "$want"
+}
+
 kubectl_tool() {
     # The manifest tests render overlays with `kubectl kustomize`. Use the
     # machine's kubectl; without one, take the Linux binary that AWS CDK's
@@ -117,6 +131,7 @@ case "$mode" in
         apt_install tinyproxy squid apache2-utils mitmproxy
         runtime dev
         npm_env tests/js
+        client_env browser_use
         kubectl_tool
         say "ruff"
         "$venv/bin/ruff" check .
