@@ -74,6 +74,8 @@ class Capture:
         self._requests: dict[str, Message] = {}
         self.stopped = False
         self.page_events = 0  # rrweb events received from pages
+        self._in_use = 0  # the tab in use (see focus)
+        self._seen_snapshot_tab = 0
 
     def start(self) -> None:
         self._conn.on_root_event(self._on_root)
@@ -170,8 +172,39 @@ class Capture:
         )
 
     def _detach(self, session_id: str) -> None:
-        if self.targets.pop(session_id, None) is not None:
-            self._conn.on_session_event(session_id, None)
+        info = self.targets.pop(session_id, None)
+        if info is None:
+            return
+        self._conn.on_session_event(session_id, None)
+        if info.get("type") == "page" and self.tabs.get(str(info.get("targetId"))) == self._in_use:
+            # The tab in use closed: the newest page left comes into use.
+            pages = [i for i in self.targets.values() if i.get("type") == "page"]
+            if pages:
+                self.focus(str(pages[-1].get("targetId", "")))
+
+    # -- the tab in use
+
+    def focus(self, target_id: str) -> None:
+        """A page came into use (a client's input or navigation went to it,
+        or the tab in use closed): unless it is already the tab in use, ask
+        it for a fresh full snapshot, which puts it on show (see stream.py)."""
+        tab = self.tabs.get(target_id, 0)
+        if self.stopped or not tab or tab == self._current_tab():
+            return
+        self._in_use = tab
+        for session_id, info in self.targets.items():
+            if info.get("type") == "page" and info.get("targetId") == target_id:
+                expression = script.snapshot_expression(self._binding)
+                self._conn.send("Runtime.evaluate", {"expression": expression}, session_id, _ignore)
+                return
+
+    def _current_tab(self) -> int:
+        """The tab in use: the one last asked for a snapshot, unless a page
+        sent a first snapshot of its own since (a new tab comes into use)."""
+        latest = self._stream.latest_snapshot_tab
+        if latest != self._seen_snapshot_tab:
+            self._seen_snapshot_tab = self._in_use = latest
+        return self._in_use
 
     # -- events of one target
 

@@ -99,6 +99,11 @@ class Recording:
         if self.capture is not None:
             self.capture.client_command(client, method, params, reply, took_ms)
 
+    def focus(self, target_id: str) -> None:
+        """A client acts on this page: it is the tab in use from now on."""
+        if self.capture is not None:
+            self.capture.focus(target_id)
+
     async def _drain_loop(self) -> None:
         while True:
             await asyncio.sleep(self._limits.drain_s)

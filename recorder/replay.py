@@ -134,7 +134,11 @@ _VIEWER = r"""
   var Player = rrwebPlayer.default || rrwebPlayer.Player;
   var tabs = [], byTab = {};
   events.forEach(function (e) {
-    if (e.type === 5) return;
+    // A tab's DOM events written while another tab was on show are wrapped
+    // (tag other-tab) for players of all tabs at once; this one plays a
+    // tab at a time, so it takes them back out.
+    if (e.type === 5 && e.data && e.data.tag === "other-tab") e = e.data.payload;
+    else if (e.type === 5) return;
     var tab = e.tab || 1;
     if (!byTab[tab]) { byTab[tab] = []; tabs.push(tab); }
     byTab[tab].push(e);

@@ -60,9 +60,11 @@ _BOOTSTRAP = """
     if (size >= maxBytes || urgent(event)) flush();
     else if (!timer) timer = later(flush, flushMs);
   }
+  var recorder = null;
   function start() {
     var lib = load();
-    lib.rrwebRecord.record({
+    recorder = lib.rrwebRecord.record;
+    recorder({
       emit: emit,
       recordCrossOriginIframes: true,
       maskInputOptions: { password: true },
@@ -74,6 +76,11 @@ _BOOTSTRAP = """
   }
   addEventListener("pagehide", flush, true);
   addEventListener(name, flush, true);
+  // The daemon asks for a fresh full snapshot when this tab comes into use
+  // again, so a player of all tabs as one timeline shows it (see stream.py).
+  addEventListener(name + ":snapshot", function () {
+    if (recorder && isTop) { try { recorder.takeFullSnapshot(true); } catch (e) {} flush(); }
+  }, true);
   // A frame's rrweb must start after its parent's: a child's first snapshot
   // goes to the parent by postMessage and is lost if nobody listens yet.
   // Children ask when they are ready; a started frame answers at once,
@@ -129,3 +136,9 @@ def flush_expression(binding: str) -> str:
     """Evaluated in a page at session end: send what the page still holds.
     The event's name is the binding's, which page scripts do not know."""
     return f"dispatchEvent(new Event({json.dumps(binding)})), true"
+
+
+def snapshot_expression(binding: str) -> str:
+    """Evaluated in a page that comes into use: take a full snapshot now and
+    send it (a page whose recorder has not started yet will take its first)."""
+    return f"dispatchEvent(new Event({json.dumps(binding + ':snapshot')})), true"

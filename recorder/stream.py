@@ -6,7 +6,16 @@ timestamp; each leaving event gets the next sequence number, which makes the
 stream contiguous by construction and a gap in a file visible.
 
 Events are kept as JSON text: a page's lines are `<timestamp> <event JSON>`
-and are never parsed here, only prefixed with `"seq"`. Memory is bounded:
+and are never parsed here, only prefixed with `"seq"` (and `"tab"`).
+
+One timeline for all tabs: readers of the hosted layout feed every event to
+one rrweb player, which applies each incremental event to the page of the
+latest full snapshot. So the stream tracks the tab "on show" (that of the
+latest full snapshot, in stream order), and writes the rrweb DOM events of
+any other tab wrapped in a custom event (`other-tab`, the original as its
+payload): such a player skips them, and a per-tab reader unwraps them. When
+a tab comes into use again the capture asks it for a fresh full snapshot,
+which puts it on show. Memory is bounded:
 past `max_pending_bytes` new events are dropped and counted, and one
 `recording-gap` custom event records how many, so a reader sees the hole.
 """
@@ -15,10 +24,16 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 import time
 from typing import Any
 
 CUSTOM = 5  # rrweb's EventType.Custom
+FULL_SNAPSHOT, INCREMENTAL, META = 2, 3, 4
+OTHER_TAB = "other-tab"
+# A page event's text starts `{"tab":N,"type":T,`: rrweb's JSON.stringify
+# puts `type` first, and add_page_batch puts `tab` before it.
+_PAGE_EVENT = re.compile(r'\{"tab":(\d+),"type":(\d+),')
 
 
 def now_ms() -> float:
@@ -62,6 +77,8 @@ class Stream:
         self._gap = 0  # dropped since the last gap marker
         self.malformed = 0
         self.page_viewport: dict[str, int] | None = None  # the first page's, from rrweb
+        self.shown_tab = 0  # the tab of the latest full snapshot taken out
+        self.latest_snapshot_tab = 0  # the tab of the latest meta event put in
 
     def add(self, timestamp: float, body: str) -> bool:
         """Queue one event; False when it was dropped (memory bound)."""
@@ -93,8 +110,10 @@ class Stream:
             if len(body) < 3 or body[0] != "{" or body[-1] != "}":
                 self.malformed += 1
                 continue
-            if self.page_viewport is None and body.startswith(META_PREFIX):
-                self.page_viewport = _viewport(body)
+            if body.startswith(META_PREFIX):
+                self.latest_snapshot_tab = tab
+                if self.page_viewport is None:
+                    self.page_viewport = _viewport(body)
             accepted += self.add(timestamp, prefix + body[1:])
         return accepted
 
@@ -114,5 +133,22 @@ class Stream:
             ts, _, body = heapq.heappop(heap)
             self.pending_bytes -= len(body)
             self.seq += 1
-            lines.append((ts, f'{{"seq":{self.seq},{body[1:]}'))
+            lines.append((ts, f'{{"seq":{self.seq},{self._on_one_timeline(ts, body)[1:]}'))
         return lines
+
+    def _on_one_timeline(self, timestamp: float, body: str) -> str:
+        """`body` as it goes out: a full snapshot (or the meta event before
+        it) puts its tab on show; an incremental event of another tab is
+        wrapped so a player of all tabs at once does not apply it here."""
+        page = _PAGE_EVENT.match(body)
+        if page is None:
+            return body
+        tab, kind = int(page[1]), int(page[2])
+        if kind in (META, FULL_SNAPSHOT):
+            self.shown_tab = tab
+        elif kind == INCREMENTAL and self.shown_tab and tab != self.shown_tab:
+            return (
+                f'{{"tab":{tab},"type":{CUSTOM},"timestamp":{round(timestamp)},'
+                f'"data":{{"tag":"{OTHER_TAB}","payload":{body}}}}}'
+            )
+        return body

@@ -195,3 +195,47 @@ def test_the_first_pages_viewport_comes_from_rrwebs_meta_event() -> None:
     broken = stream.Stream()
     broken.add_page_batch('5 {"type":4,"data":{"href":"x"},"timestamp":5}')
     assert broken.page_viewport is None
+
+
+def _page(kind: int, ts: int, data: str = "{}") -> str:
+    return f'{ts} {{"type":{kind},"data":{data},"timestamp":{ts}}}'
+
+
+def test_one_timeline_wraps_dom_events_of_a_tab_not_on_show() -> None:
+    events = stream.Stream()
+    events.add_page_batch("\n".join([_page(4, 1), _page(2, 2), _page(3, 3, '{"n":1}')]), 1)
+    events.add_page_batch("\n".join([_page(4, 4), _page(2, 5), _page(3, 6, '{"n":2}')]), 2)
+    # Tab 1 scrolls while tab 2 is on show; then tab 1 sends a fresh
+    # snapshot (it came into use) and its scroll after it is played as is.
+    events.add_page_batch("\n".join([_page(3, 7, '{"n":3}'), _page(6, 8)]), 1)
+    events.add_page_batch("\n".join([_page(4, 9), _page(2, 10), _page(3, 11, '{"n":4}')]), 1)
+    events.add_page_batch(_page(3, 12, '{"n":5}'), 2)
+    out = [json.loads(line) for _, line in events.take(final=True)]
+    assert [e["seq"] for e in out] == list(range(1, 13))
+    wrapped = [e for e in out if e["type"] == 5]
+    assert [(e["tab"], e["data"]["tag"], e["data"]["payload"]["data"]) for e in wrapped] == [
+        (1, "other-tab", {"n": 3}),
+        (2, "other-tab", {"n": 5}),
+    ]
+    assert wrapped[0]["data"]["payload"] == {"tab": 1, "type": 3, "data": {"n": 3}, "timestamp": 7}
+    assert wrapped[0]["timestamp"] == 7
+    # What a player of every event at once applies: each incremental event
+    # to the page of the tab whose full snapshot came last.
+    shown, applied = 0, []
+    for e in out:
+        if e["type"] == 2:
+            shown = e["tab"]
+        elif e["type"] == 3:
+            applied.append((e["tab"], shown))
+    assert applied == [(1, 1), (2, 2), (1, 1)]
+    assert events.shown_tab == 1
+    # rrweb's plugin events (console) are not DOM events: never wrapped.
+    assert [e["type"] for e in out if e["timestamp"] == 8] == [6]
+
+
+def test_events_without_a_tab_are_never_wrapped() -> None:
+    events = stream.Stream()
+    events.add_page_batch("\n".join([_page(4, 1), _page(2, 2)]), 1)
+    events.add_page_batch(_page(3, 3))
+    events.add_custom("console", {"text": "x"}, 4)
+    assert [json.loads(line)["type"] for _, line in events.take(final=True)] == [4, 2, 3, 5]

@@ -183,7 +183,9 @@ class AutomationServer:
             return not read_only and record.stream_status == DISABLED
 
         size = (record.viewport.width, record.viewport.height)
-        viewer = Viewer(session.process.connection, connection.send, interactive, size)
+        viewer = Viewer(
+            session.process.connection, connection.send, interactive, size, session.in_use
+        )
         helpers = [
             asyncio.ensure_future(viewer.pump()),
             asyncio.ensure_future(viewer.follow_control()),

@@ -80,6 +80,22 @@ def _unobserved(_c: int, _m: str, _p: dict[str, Any], _r: Message, _t: float) ->
     pass
 
 
+# Told which page a client acts on (input, bring to front), as a target id,
+# before the browser gets the command: the recording shows the tab in use.
+FocusObserver = Callable[[str], None]
+FOCUS_METHODS = (
+    "Input.dispatchMouseEvent",
+    "Input.dispatchKeyEvent",
+    "Input.dispatchTouchEvent",
+    "Input.insertText",
+    "Page.bringToFront",
+)
+
+
+def _unfocused(_target_id: str) -> None:
+    pass
+
+
 class ClientGone(Exception):
     """The client asked to close (Browser.close) or broke the protocol."""
 
@@ -102,9 +118,12 @@ class Client:
         observe: Observer = _unobserved,
         number: int = 0,
         downloads: str = "",
+        focus: FocusObserver = _unfocused,
     ) -> None:
         self._conn = conn
         self._downloads = downloads  # the session's download directory
+        self._focus = focus
+        self._targets: dict[str, str] = {}  # this client's session id -> target id
         self._new_target_defaults = new_target_defaults
         self._observe = observe
         self.number = number
@@ -164,6 +183,9 @@ class Client:
         params = event.get("params") or {}
         if method == "Target.attachedToTarget":
             self._own(str(params.get("sessionId", "")))
+            target = (params.get("targetInfo") or {}).get("targetId")
+            if target:
+                self._targets[str(params.get("sessionId", ""))] = str(target)
         elif method == "Target.detachedFromTarget":
             self._disown(str(params.get("sessionId", "")))
         if event.get("sessionId") == self.root:
@@ -176,6 +198,7 @@ class Client:
             self._conn.on_session_event(session_id, self.on_event)
 
     def _disown(self, session_id: str) -> None:
+        self._targets.pop(session_id, None)
         if session_id in self.sessions and session_id != self.root:
             self.sessions.discard(session_id)
             self._conn.on_session_event(session_id, None)
@@ -226,6 +249,11 @@ class Client:
             self._error(msg_id, explicit, -32001, "Session with given id not found.")
             return
 
+        if method in FOCUS_METHODS and target in self._targets:
+            self._focus(self._targets[target])
+        elif method == "Target.activateTarget":
+            self._focus(str(params.get("targetId", "")))
+
         sent = time.perf_counter()
         self.in_flight += 1
         if self.in_flight >= self._max_in_flight:
@@ -269,6 +297,8 @@ class Client:
             self.contexts.discard(str(params.get("browserContextId", "")))
         elif method in ("Target.attachToTarget", "Target.attachToBrowserTarget"):
             self._own(str(result.get("sessionId", "")))
+            if method == "Target.attachToTarget":
+                self._targets[str(result.get("sessionId", ""))] = str(params.get("targetId", ""))
 
     def _reply(self, msg_id: Any, session_id: str | None, reply: Message) -> None:
         out: Message = {"id": msg_id}
@@ -373,11 +403,13 @@ class Multiplexer:
         new_target_defaults: Callable[[], dict[str, Any]] = dict,
         observe: Observer = _unobserved,
         downloads: str = "",
+        focus: FocusObserver = _unfocused,
     ) -> None:
         self._conn = conn
         self._queue_limit = queue_limit
         self._downloads = downloads
         self._observe = observe
+        self._focus = focus
         self._numbers = itertools.count(1)
         self._count_in = count_in  # one call per client message (metrics)
         self._count_out = count_out  # one call per message sent to a client
@@ -403,6 +435,7 @@ class Multiplexer:
             self._observe,
             next(self._numbers),
             self._downloads,
+            self._focus,
         )
         if self._conn.closed:
             await ws.close(1011, "browser is gone")

@@ -51,8 +51,10 @@ class Viewer:
         send: Callable[[str | bytes], Any],
         interactive: Callable[[], bool],
         size: tuple[int, int],
+        in_use: Callable[[str], None] = lambda _target: None,
     ) -> None:
         self._conn = conn
+        self._in_use = in_use  # told of the tab this viewer's input goes to
         self._send = send  # coroutine function: the websocket's send
         self._interactive = interactive  # may this viewer drive now?
         self._size = size
@@ -282,6 +284,7 @@ class Viewer:
         if not self._interactive():
             self._offer(json.dumps({"type": "control", "interactive": False}))
             return
+        self._in_use(self.target)
         if kind == "mouse" and message.get("event") in MOUSE_EVENTS:
             params: Message = {
                 "type": message["event"],

@@ -244,6 +244,7 @@ class Session:
             self._window_defaults,
             self._client_command,
             str(self.tmp_directory / "downloads"),
+            self.in_use,
         )
 
     def _window_defaults(self) -> dict[str, Any]:
@@ -264,6 +265,12 @@ class Session:
     ) -> None:
         if self.recording is not None:
             self.recording.client_command(client, method, params, reply, took)
+
+    def in_use(self, target_id: str) -> None:
+        """A client or a live viewer acts on this page (the recording shows
+        the tab in use)."""
+        if self.recording is not None:
+            self.recording.focus(target_id)
 
     def activate(self) -> None:
         """The session is READY: persisted, and its timeout running."""
