@@ -4,6 +4,8 @@
 #   bash deploy/run.sh serve [flags]   install runtime needs, start the daemon
 #   bash deploy/run.sh test  [pytest]  install dev needs too, run lint + tests
 #   bash deploy/run.sh install         install runtime needs only (images)
+#   bash deploy/run.sh packages        the browsers and rrweb only (an image's
+#                                      first layer)
 #
 # Every step is skipped when its inputs have not changed since the last run
 # (stamps under .venv/), so a second call starts in about a second.
@@ -71,6 +73,8 @@ npm_env() {  # npm_env DIR [npm ci flags]: install a pinned package-lock
     [ -f "$dir/package-lock.json" ] || return 0
     want="$(cat "$dir/package-lock.json" | sha256sum | cut -c1-16)"
     if stamp_ok "npm-$(basename "$dir")" "$want" && [ -d "$dir/node_modules" ]; then return 0; fi
+    # Keep a node/npm that is already there.
+    command -v npm >/dev/null || apt_install nodejs npm
     say "npm: installing $dir"
     (cd "$dir" && npm ci --silent --no-audit --no-fund "$@" >/dev/null)
     stamp_set "npm-$(basename "$dir")" "$want"
@@ -107,17 +111,25 @@ PY
     chmod +x "$venv/bin/kubectl"
 }
 
-runtime() {
+packages() {
+    # The browsers, and the pinned rrweb bundles the recorder injects and the
+    # replay viewer embeds (npm fetches them). The image builds this layer
+    # from these files alone, so code changes do not redo it.
+    mkdir -p "$venv"
     apt_install chromium chromium-headless-shell libnss3-tools
-    # npm fetches the pinned rrweb bundles the recorder injects and the replay
-    # viewer embeds; keep a node/npm that is already there.
-    command -v npm >/dev/null || apt_install nodejs npm
-    python_env "${1:-}"
-    gen_proto
     npm_env recorder/js
 }
 
+runtime() {
+    packages
+    python_env "${1:-}"
+    gen_proto
+}
+
 case "$mode" in
+    packages)
+        packages
+        ;;
     install)
         runtime
         ;;
@@ -129,6 +141,8 @@ case "$mode" in
         # Real proxies for the tests: an open one, one with Basic auth, and a
         # TLS interceptor (Debian's mitmproxy: its pins would clash with ours).
         apt_install tinyproxy squid apache2-utils mitmproxy
+        # The container image test builds and runs the image (deploy/image.sh).
+        apt_install podman debootstrap runc
         runtime dev
         npm_env tests/js
         client_env browser_use
