@@ -3,6 +3,7 @@ session, refilled in the background, counted against capacity."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -78,6 +79,45 @@ async def test_a_pooled_browser_serves_one_session_and_goes_with_it(
     await eventually(lambda: not (pooled.config.sessions_dir / warm.session_id).exists(), 10)
     second = await pooled.start()
     assert second.session_id != warm.session_id
+
+
+@contextlib.asynccontextmanager
+async def client(started: Any) -> AsyncIterator[Any]:
+    """A Playwright client of the session (its default context)."""
+    from playwright.async_api import async_playwright
+
+    stream = started.streams.automation_stream
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+        )
+        try:
+            yield browser.contexts[0]
+        finally:
+            await browser.close()
+
+
+async def test_a_warm_sessions_first_new_page_is_its_ready_tab(
+    pooled: RunningWorker, web: str
+) -> None:
+    await idle_browser(pooled)
+    started = await pooled.start()
+    async with client(started) as context:
+        assert [p.url for p in context.pages] == ["about:blank"]  # there at once
+        first = await context.new_page()
+        assert first is context.pages[0] and len(context.pages) == 1
+        await first.goto(f"{web}/index.html")
+        second = await context.new_page()  # later pages are new
+        assert second is not first and len(context.pages) == 2
+    await pooled.stop(started.session_id)
+    # A client that used the ready tab first gets a page of its own.
+    await idle_browser(pooled)
+    started = await pooled.start()
+    async with client(started) as context:
+        await context.pages[0].evaluate("document.title = 'mine'")
+        fresh = await context.new_page()
+        assert fresh is not context.pages[0] and len(context.pages) == 2
+        assert await context.pages[0].title() == "mine"
 
 
 async def window_size(started: Any, url: str) -> list[int]:

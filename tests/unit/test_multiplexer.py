@@ -196,3 +196,63 @@ async def test_a_client_with_too_many_commands_in_flight_waits_for_room() -> Non
     client.shut(1001, "session ended")
     await flush()
     assert blocked.done()  # a close never leaves the read loop waiting
+
+
+def targets(*pages: tuple[str, str]) -> dict[str, Any]:
+    infos = [{"targetId": "UI", "type": "browser_ui", "url": "chrome://omnibox-popup/"}]
+    infos += [{"targetId": t, "type": "page", "url": u, "browserContextId": "C0"} for t, u in pages]
+    return {"result": {"targetInfos": infos}}
+
+
+async def new_page(browser: Browser, client: Client, out: list[dict[str, Any]], n: int) -> str:
+    """A plain Target.createTarget; the first tab answers it if it may."""
+    client.handle(json.dumps({"id": n, "method": "Target.createTarget", "params": {"url": ""}}))
+    await flush()
+    return str(browser.sent[-1]["method"])
+
+
+async def test_the_first_plain_new_page_is_the_untouched_first_tab() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    assert await new_page(browser, client, out, 1) == "Target.getTargets"
+    browser.answer({"id": browser.sent[-1]["id"], **targets(("TAB1", "about:blank"))})
+    await flush()
+    assert out[-1] == {"id": 1, "result": {"targetId": "TAB1"}}
+    # Only once: the next new page is made by the browser.
+    assert await new_page(browser, client, out, 2) == "Target.createTarget"
+
+
+async def test_a_used_first_tab_or_a_second_page_means_a_page_is_made() -> None:
+    browser = Browser()
+    client, out = await attached_client(browser)
+    browser.answer(
+        {
+            "method": "Target.attachedToTarget",
+            "params": {"sessionId": "P1", "targetInfo": {"targetId": "TAB1", "type": "page"}},
+            "sessionId": "ROOT1",
+        }
+    )
+    await flush()
+    # Setting a page up leaves it untouched; running script in it does not.
+    for n, method in enumerate(("Page.enable", "Runtime.evaluate"), 10):
+        client.handle(json.dumps({"id": n, "method": method, "sessionId": "P1"}))
+    assert await new_page(browser, client, out, 1) == "Target.getTargets"
+    browser.answer({"id": browser.sent[-1]["id"], **targets(("TAB1", "about:blank"))})
+    await flush()
+    assert browser.sent[-1]["method"] == "Target.createTarget"
+    # A browser that already shows two pages: no guessing which is the first.
+    other = Browser()
+    client, out = await attached_client(other)
+    await new_page(other, client, out, 1)
+    other.answer({"id": other.sent[-1]["id"], **targets(("A", "about:blank"), ("B", ""))})
+    await flush()
+    assert other.sent[-1]["method"] == "Target.createTarget"
+
+
+async def test_new_pages_with_a_size_or_a_window_are_always_made() -> None:
+    browser = Browser()
+    client, _ = await attached_client(browser)
+    params = {"url": "about:blank", "newWindow": True}
+    client.handle(json.dumps({"id": 1, "method": "Target.createTarget", "params": params}))
+    await flush()
+    assert browser.sent[-1]["method"] == "Target.createTarget"

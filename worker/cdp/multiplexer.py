@@ -96,6 +96,72 @@ def _unfocused(_target_id: str) -> None:
     pass
 
 
+# What Playwright and Puppeteer send to a page they attach to, to set it up:
+# none of it changes the page. Any other command to a page uses it.
+SETUP_METHODS = frozenset(
+    {
+        "Page.enable",
+        "Page.getFrameTree",
+        "Page.setLifecycleEventsEnabled",
+        "Page.addScriptToEvaluateOnNewDocument",
+        "Page.createIsolatedWorld",
+        "Page.setInterceptFileChooserDialog",
+        "Page.setFontFamilies",
+        "Page.getNavigationHistory",
+        "Log.enable",
+        "Runtime.enable",
+        "Runtime.addBinding",
+        "Runtime.runIfWaitingForDebugger",
+        "Network.enable",
+        "Target.setAutoAttach",
+        "Emulation.setFocusEmulationEnabled",
+        "Emulation.setEmulatedMedia",
+        "Performance.enable",
+        "Inspector.enable",
+        "ServiceWorker.enable",
+        "Security.enable",
+    }
+)
+# A new page these parameters ask for is what the first tab already is.
+PLAIN_NEW_PAGE = frozenset({"url", "browserContextId"})
+
+
+class FirstPage:
+    """The about:blank tab a browser starts with, handed to the first client
+    that asks for a plain new page while the tab is still untouched: its
+    `new_page()` is answered at once, from a page and a renderer that are
+    already there, instead of the browser making both. Once any page has
+    been made, the first tab is an ordinary tab: later new pages are new."""
+
+    def __init__(self) -> None:
+        self.offer = True  # until the first new page is asked for
+        self.used: set[str] = set()  # target ids clients have done something to
+
+    def may_serve(self, params: dict[str, Any]) -> bool:
+        return (
+            self.offer
+            and params.keys() <= PLAIN_NEW_PAGE
+            and str(params.get("url", "about:blank")) in ("", "about:blank")
+        )
+
+    def pick(self, reply: Message, params: dict[str, Any]) -> str:
+        """The first tab's target id, if `reply` (Target.getTargets) shows
+        it alone, blank, untouched and in the context asked for; else ""."""
+        infos = (reply.get("result") or {}).get("targetInfos") or []
+        pages = [t for t in infos if isinstance(t, dict) and t.get("type") == "page"]
+        if len(pages) != 1:
+            return ""
+        page = pages[0]
+        context = params.get("browserContextId")
+        if (
+            page.get("url") not in ("", "about:blank")
+            or page.get("targetId") in self.used
+            or (context and context != page.get("browserContextId"))
+        ):
+            return ""
+        return str(page.get("targetId", ""))
+
+
 class ClientGone(Exception):
     """The client asked to close (Browser.close) or broke the protocol."""
 
@@ -119,10 +185,12 @@ class Client:
         number: int = 0,
         downloads: str = "",
         focus: FocusObserver = _unfocused,
+        first_page: FirstPage | None = None,
     ) -> None:
         self._conn = conn
         self._downloads = downloads  # the session's download directory
         self._focus = focus
+        self._first_page = first_page if first_page is not None else FirstPage()
         self._targets: dict[str, str] = {}  # this client's session id -> target id
         self._new_target_defaults = new_target_defaults
         self._observe = observe
@@ -253,6 +321,8 @@ class Client:
             self._focus(self._targets[target])
         elif method == "Target.activateTarget":
             self._focus(str(params.get("targetId", "")))
+        if method not in SETUP_METHODS and target in self._targets:
+            self._first_page.used.add(self._targets[target])
 
         sent = time.perf_counter()
         self.in_flight += 1
@@ -267,6 +337,21 @@ class Client:
             took_ms = (time.perf_counter() - sent) * 1000
             self._observe(self.number, method, params, reply, took_ms)
 
+        first = self._first_page
+        if method == "Target.createTarget" and first.may_serve(params):
+            first.offer = False  # one chance: after this, pages are made
+
+            def on_targets(listed: Message) -> None:
+                page = first.pick(listed, params)
+                if page:
+                    on_reply({"result": {"targetId": page}})
+                else:
+                    self._conn.send(method, params, target, on_reply)
+
+            self._conn.send("Target.getTargets", None, target, on_targets)
+            return
+        if method == "Target.createTarget":
+            first.offer = False
         self._conn.send(method, params, target, on_reply)
 
     async def room(self) -> None:
@@ -410,6 +495,7 @@ class Multiplexer:
         self._downloads = downloads
         self._observe = observe
         self._focus = focus
+        self._first_page = FirstPage()  # shared by every client of the browser
         self._numbers = itertools.count(1)
         self._count_in = count_in  # one call per client message (metrics)
         self._count_out = count_out  # one call per message sent to a client
@@ -436,6 +522,7 @@ class Multiplexer:
             next(self._numbers),
             self._downloads,
             self._focus,
+            self._first_page,
         )
         if self._conn.closed:
             await ws.close(1011, "browser is gone")

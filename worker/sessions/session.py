@@ -162,7 +162,9 @@ class Session:
             window_width=self.record.viewport.width,
             window_height=self.record.viewport.height,
             extra_args=self._config.extra_chromium_args,
-            first_tab=self._config.first_tab,
+            # A pooled browser makes its first page while nobody waits, and
+            # hands it to its session's first client (cdp.multiplexer.FirstPage).
+            first_tab=self._config.first_tab or not self.claimed,
             proxy_server=f"http://127.0.0.1:{self.proxy_port}" if self.proxy_port else "",
             host_rules=self._config.chromium_host_rules(),
             uid=self.uid,
@@ -312,8 +314,8 @@ class Session:
         if proxy is not None and relay is not None and self.proxy_port:
             await relay.update(self.session_id, proxy, list(proxy_auth))
         if recording is not None and self.process is not None:
-            # The pooled browser has no page yet and no client can reach it
-            # before Start returns: recording misses nothing.
+            # No client can reach the pooled browser before Start returns, and
+            # its one page is still blank: recording misses nothing.
             self.recording = recording
             recording.attach(self.process.connection)
         self.activate()
