@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 from worker.browser import launcher, reaper, users  # noqa: E402
 from worker.cli.cdp_client import SyncCDP  # noqa: E402
 from worker.config import Config  # noqa: E402
+from worker.pb import sandbox_pb2 as pb  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -129,6 +130,36 @@ def start_to_first_answer(stub: Any, request: Any) -> tuple[float, str]:
         elapsed = (time.perf_counter() - started) * 1000
     assert "product" in reply
     return elapsed, str(session.session_id)
+
+
+def time_to_first_page(stub: Any, playwright: Any, browser_id: str) -> dict[str, float]:
+    """What a client waits for, in ms: StartBrowserSession, Playwright's
+    connect_over_cdp, its first new_page(), set_content and an evaluate that
+    reads the page back (`total`: all of it). The session is stopped."""
+    began = time.perf_counter()
+    session = stub.StartBrowserSession(pb.StartBrowserSessionRequest(browser_identifier=browser_id))
+    started = time.perf_counter()
+    stream = session.streams.automation_stream
+    browser = playwright.chromium.connect_over_cdp(
+        stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}, timeout=30000
+    )
+    connected = time.perf_counter()
+    page = browser.contexts[0].new_page()
+    paged = time.perf_counter()
+    page.set_content("<p id=probe>ready</p>")
+    assert page.evaluate("document.getElementById('probe').textContent") == "ready"
+    done = time.perf_counter()
+    browser.close()
+    stub.StopBrowserSession(
+        pb.StopBrowserSessionRequest(browser_identifier=browser_id, session_id=session.session_id)
+    )
+    return {
+        "start": (started - began) * 1000,
+        "connect": (connected - started) * 1000,
+        "new_page": (paged - connected) * 1000,
+        "content": (done - paged) * 1000,
+        "total": (done - began) * 1000,
+    }
 
 
 @functools.cache
