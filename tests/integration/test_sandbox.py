@@ -200,6 +200,10 @@ async def test_sandbox_off_runs_the_browser_as_the_daemon(tmp_path: Path) -> Non
         assert worker.server.manager is not None
         session = worker.server.manager.live[started.session_id]
         assert session.uid is None and session.process is not None
+        # Start returns at the spawn; wait for the boot, or the command line
+        # may be read while the process is still being exec'd (empty).
+        assert session.ready is not None
+        await asyncio.wait_for(asyncio.shield(session.ready), 30)
         assert status(session.process.pid)["Uid"].split()[0] == "0"
         assert "--no-sandbox" in cmdline(session.process.pid)
 

@@ -96,6 +96,9 @@ async def test_a_started_session_is_ready_with_an_endpoint_and_a_token(
     got = await worker.get(started.session_id)
     assert got.name == "first" and got.view_port.width == 1024
     assert got.streams.automation_stream.token == ""  # only Start returns it
+    # Start returns at the spawn: the browser's command line can be read
+    # once its exec is done.
+    await booted(worker, started.session_id)
     assert session_processes(worker.config.state_dir, started.session_id)
 
 
