@@ -31,6 +31,7 @@ from helpers.workers import (
 from worker.browser import launcher
 from worker.config import Config, ConfigError
 from worker.pb import sandbox_pb2 as pb
+from worker.sessions.pool import PooledBrowser
 
 
 def browser_pid(worker: RunningWorker, session_id: str) -> int:
@@ -320,6 +321,25 @@ async def test_browsers_run_at_a_lower_priority_than_the_daemon(tmp_path: Path) 
                     assert thread_nices(pid) == {7}, pid
         assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the daemon keeps its own
         assert autogroup_nice(os.getpid()) in (None, 0)
+
+
+async def test_a_pooled_browser_boots_at_the_browsers_lower_priority(tmp_path: Path) -> None:
+    """Nobody waits for a pool refill's boot: it must not take the CPU from
+    a session's browser, which is lowered at its first answer."""
+    async with running_worker(make_config(tmp_path, browser_nice=7)) as worker:
+        manager = worker.server.manager
+        assert manager is not None
+        pooled = await PooledBrowser.launch(manager.host, "chromium")
+        try:
+            assert pooled.process is not None and pooled.ready is not None
+            assert not pooled.ready.done()  # still booting: no answer yet
+            pid = pooled.process.pid
+            if launcher.autogroup_scheduling():
+                assert autogroup_nice(pid) == 7
+            else:
+                assert thread_nices(pid) == {7}
+        finally:
+            await pooled.close("STOPPED")
 
 
 def test_autogroups_count_only_in_the_root_cpu_cgroup() -> None:

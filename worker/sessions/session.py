@@ -198,6 +198,13 @@ class Session:
             # whatever CAs its session brings later (system roots only yet).
             spec = self._install_trust(spec)
         self.process = await launcher.launch(spec)
+        if not self.claimed:
+            # Nobody waits for a pool refill's boot: it runs at the browsers'
+            # lower priority from its spawn, or it would take the CPU from a
+            # session's browser (lowered at its first answer) while that one
+            # makes its client's first page (bench/peers.py: 1,003 against
+            # 465 ms time to first page for a cold session beside a refill).
+            self.process.lower_priority()
         self.record.pid = self.process.pid
         if self.recording is not None:
             # Before any client can connect: every page is attached and
