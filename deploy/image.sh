@@ -32,17 +32,6 @@ read -r -a podman_args <<<"${SANDBOX_PODMAN_ARGS:---runtime runc $limits}"
 
 say() { printf '[image.sh] %s\n' "$*" >&2; }
 
-apt_need() {
-    local missing=()
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    say "apt: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
 make_base() {
     podman image exists "$base" && return 0
     local dir
@@ -72,7 +61,7 @@ EOF
     tar -C "$dir/rootfs" -c . | podman import - "$base" >/dev/null
 }
 
-apt_need podman debootstrap runc
+bash deploy/run.sh apt podman debootstrap runc
 make_base
 # The host's own CAs (a TLS-intercepting egress proxy's) for the build's
 # downloads; the Dockerfile trusts them during the build only.

@@ -6,6 +6,7 @@
 #   bash deploy/run.sh install         install runtime needs only (images)
 #   bash deploy/run.sh packages        the browsers and rrweb only (an image's
 #                                      first layer)
+#   bash deploy/run.sh apt PKG...      Debian packages that are missing
 #
 # Every step is skipped when its inputs have not changed since the last run
 # (stamps under .venv/), so a second call starts in about a second.
@@ -127,6 +128,9 @@ runtime() {
 }
 
 case "$mode" in
+    apt)
+        apt_install "$@"
+        ;;
     packages)
         packages
         ;;
@@ -158,7 +162,7 @@ case "$mode" in
         exec "$venv/bin/python" -m pytest "$@"
         ;;
     *)
-        echo "usage: deploy/run.sh serve|test|install [args]" >&2
+        echo "usage: deploy/run.sh serve|test|install|packages|apt [args]" >&2
         exit 2
         ;;
 esac

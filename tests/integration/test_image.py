@@ -49,7 +49,8 @@ PODMAN = ["podman", "--runtime", "runc"]
 # podman's default rlimits are refused on hosts like this one; a container
 # may have at most the test's own (and runc set no more than 32768 processes).
 NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-NPROC = min(resource.getrlimit(resource.RLIMIT_NPROC)[1] % (1 << 62), 32768)
+_HARD_NPROC = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+NPROC = 32768 if _HARD_NPROC == resource.RLIM_INFINITY else min(_HARD_NPROC, 32768)
 LIMITS = ["--ulimit", f"nofile={NOFILE}:{NOFILE}", "--ulimit", f"nproc={NPROC}:{NPROC}"]
 
 
