@@ -76,6 +76,18 @@ class Config:
     # bench/cold_start.py), which a worker without hostile pages need not pay.
     session_memory_mb: int = 0
     session_cpus: float = 0.0
+    # How those limits are held. "auto": a cgroup per browser where the host
+    # lets the worker make one, else (containers: a read-only cgroupfs) a
+    # watch that samples each session's processes from /proc; "cgroup":
+    # refuse to start without cgroups; "sampled": always the watch. The
+    # watch bounds memory only, and after the fact: a session above
+    # session_memory_mb (its processes' RssAnon + RssShmem) for
+    # session_memory_grace_s is killed and ends OUT_OF_MEMORY. It reads
+    # every interval (its cost: the sandbox_session_memory_sample_seconds
+    # histogram).
+    session_limits: str = "auto"
+    session_memory_interval_s: float = 0.5
+    session_memory_grace_s: float = 2.0
     # "namespace": each browser runs in a network namespace of its own whose
     # only reachable socket is its relay listener, so the session's proxy
     # and bypass rules hold at the network layer (needs root). "none": the
@@ -180,6 +192,8 @@ class Config:
             raise ConfigError("tls_client_ca_file: needs tls_cert_file and tls_key_file")
         if self.browser_sandbox not in ("auto", "on", "off"):
             raise ConfigError("browser_sandbox: must be auto, on or off")
+        if self.browser_sandbox == "on" and "--no-sandbox" in self.extra_chromium_args:
+            raise ConfigError("extra_chromium_args: --no-sandbox contradicts browser_sandbox 'on'")
         if not 1000 <= self.browser_uid_base <= 2**31 - 1 - 4096:
             raise ConfigError("browser_uid_base: must be a uid from 1000 to 2147479551")
         if self.network_isolation not in ("none", "namespace"):
@@ -190,6 +204,12 @@ class Config:
             raise ConfigError("session_memory_mb, session_cpus: must not be negative")
         if 0 < self.session_memory_mb < 64:
             raise ConfigError("session_memory_mb: below 64 MiB no browser starts")
+        if self.session_limits not in ("auto", "cgroup", "sampled"):
+            raise ConfigError("session_limits: must be auto, cgroup or sampled")
+        if self.session_limits == "sampled" and self.session_cpus:
+            raise ConfigError("session_cpus: needs cgroups; 'sampled' limits bound memory only")
+        if self.session_memory_interval_s <= 0 or self.session_memory_grace_s < 0:
+            raise ConfigError("session_memory_interval_s, session_memory_grace_s: must be positive")
         if self.watchdog_interval_s < 0 or self.watchdog_timeout_s <= 0:
             raise ConfigError("watchdog_interval_s, watchdog_timeout_s: must not be negative")
         for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):

@@ -11,7 +11,6 @@ its own port by prometheus-client's threaded server.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from worker.procfs import cpu_seconds, process_groups, pss_bytes
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
     from wsgiref.types import StartResponse, WSGIApplication
@@ -46,8 +47,8 @@ START_BUCKETS = (
     1.0, 2.0, 5.0, 10.0, 30.0,
 )  # fmt: skip
 DURATION_BUCKETS = (1, 10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 28800)
+SAMPLE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class Metrics:
             "sandbox_browser_crashes_total",
             "Browsers that exited on their own (BROWSER_EXITED or START_FAILED)",
             "flavour",
+        )
+        self.memory_sample_seconds = self._histogram(
+            "sandbox_session_memory_sample_seconds",
+            "One sample of every session's memory by the budget watch (without cgroups)",
+            SAMPLE_BUCKETS,
         )
         self.orphans_reaped = self._counter(
             "sandbox_orphans_reaped_total",
@@ -309,42 +315,3 @@ def proxy_traffic(totals: dict[tuple[str, str], int]) -> Iterator[Metric]:
             if counter == field:
                 family.add_metric([upstream], value)
         yield family
-
-
-def process_groups(leaders: set[int]) -> dict[int, list[int]]:
-    """The live pids of each process group in `leaders` (one /proc scan)."""
-    groups: dict[int, list[int]] = {leader: [] for leader in leaders}
-    if not leaders:
-        return groups
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        pgid = int(fields[2])
-        if pgid in groups:
-            groups[pgid].append(int(entry.name))
-    return groups
-
-
-def pss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -10,6 +10,17 @@ from pathlib import Path
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 _FAULTS: list[dict[str, str]] = []
 
+# 32 MiB a tick, each touched: about 1.5 GiB a second, a page that will not stop.
+EAT_MEMORY_STEADILY = """() => {
+  window.hoard = [];
+  const grow = () => {
+    window.hoard.push(new Uint8Array(32 << 20).fill(7));
+    setTimeout(grow, 20);
+  };
+  grow();
+  return true;
+}"""
+
 
 def report_fault(fault: str, outcome: str, kept: str, lost: str) -> None:
     """A row for the test that is running now, named by its own node id."""

@@ -1,6 +1,7 @@
-"""Per-session cgroups: a page that eats memory ends only its own session
-(OUT_OF_MEMORY, recording finalised, capacity back), and a CPU quota holds
-a busy page to its share."""
+"""Per-session limits: a page that eats memory ends only its own session
+(OUT_OF_MEMORY, recording finalised, capacity back), whether a cgroup holds
+it or, where there are none (containers), the sampling watch; and a CPU
+quota holds a busy page to its share."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers.faults import report_fault
+from helpers.faults import EAT_MEMORY_STEADILY, report_fault
 from helpers.recordings import local_metadata, recording_browser
 from helpers.waits import eventually
 from helpers.workers import (
@@ -23,6 +24,7 @@ from helpers.workers import (
     thread_nices,
 )
 from worker.browser.cgroups import CgroupLimits, Cgroups
+from worker.metrics import Metrics
 from worker.pb import sandbox_pb2 as pb
 
 
@@ -34,7 +36,7 @@ def cgroups_available() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(
+needs_cgroups = pytest.mark.skipif(
     not cgroups_available(), reason="no writable memory and cpu cgroups on this host"
 )
 
@@ -55,6 +57,7 @@ async def ended(worker: RunningWorker, session_id: str, browser: str) -> Any:
     return got if got.status == pb.TERMINATED else None
 
 
+@needs_cgroups
 async def test_a_page_that_exhausts_memory_ends_only_its_own_session(tmp_path: Path) -> None:
     config = make_config(tmp_path, session_memory_mb=768)
     async with running_worker(config) as worker:
@@ -98,6 +101,7 @@ async def test_a_page_that_exhausts_memory_ends_only_its_own_session(tmp_path: P
     )
 
 
+@needs_cgroups
 async def test_a_cpu_quota_throttles_a_busy_page(tmp_path: Path) -> None:
     config = make_config(tmp_path, session_cpus=0.25)
     async with running_worker(config) as worker:
@@ -123,6 +127,7 @@ async def test_a_cpu_quota_throttles_a_busy_page(tmp_path: Path) -> None:
         assert throttled > 0, stat
 
 
+@needs_cgroups
 async def test_a_browser_in_its_own_cgroup_starts_at_its_nice(tmp_path: Path) -> None:
     # Autogroups do not reach into a session's cgroup: the nice must be on
     # every thread from the first exec on.
@@ -135,3 +140,67 @@ async def test_a_browser_in_its_own_cgroup_starts_at_its_nice(tmp_path: Path) ->
             assert len(tree) >= 3
             for pid in tree:
                 assert thread_nices(pid) == {6}, pid
+
+
+def sample_cost(metrics: Metrics) -> tuple[float, float]:
+    """How many samples the watch took, and their mean cost in ms."""
+    count = metrics.registry.get_sample_value("sandbox_session_memory_sample_seconds_count")
+    total = metrics.registry.get_sample_value("sandbox_session_memory_sample_seconds_sum")
+    assert count is not None and total is not None
+    return count, (total / count * 1000 if count else 0.0)
+
+
+async def test_without_cgroups_the_watch_ends_a_session_over_its_memory_budget(
+    tmp_path: Path,
+) -> None:
+    # As in a container: no cgroup per session, the budget held by sampling.
+    config = make_config(
+        tmp_path,
+        session_memory_mb=600,
+        session_limits="sampled",
+        session_memory_interval_s=0.25,
+        session_memory_grace_s=1.0,
+    )
+    async with running_worker(config) as worker:
+        manager = worker.server.manager
+        assert manager is not None and manager.cgroups is None
+        assert manager.memory_budget is not None
+        browser = await recording_browser(worker, "budget")
+        greedy = await worker.start(browser_identifier=browser)
+        bystander = await worker.start()
+        async with connected_page(bystander) as calm:
+            await calm.goto("data:text/html,<p id=p>still here")
+            async with connected_page(greedy) as page:
+                await page.goto("data:text/html,<p>hungry")
+                # Two seconds under the budget first: a session within it is left alone.
+                await asyncio.sleep(2)
+                assert (await worker.get(greedy.session_id, browser)).status == pb.READY
+                quiet = sample_cost(manager.metrics)
+                began = time.monotonic()
+                eat = asyncio.ensure_future(page.evaluate(EAT_MEMORY_STEADILY))
+                eat.add_done_callback(lambda f: f.cancelled() or f.exception())
+                got = await eventually(
+                    lambda: ended(worker, greedy.session_id, browser), timeout=60
+                )
+                eat.cancel()
+                took = time.monotonic() - began
+            assert got.termination_reason == pb.OUT_OF_MEMORY
+            assert await calm.inner_text("#p") == "still here"
+            assert (await worker.get(bystander.session_id)).status == pb.READY
+        await eventually(lambda: not session_processes(config.state_dir, greedy.session_id), 10)
+        assert manager.in_use == 1  # capacity back
+        meta = await local_metadata(worker, greedy.session_id)
+        assert meta["complete"] is False
+        assert any("memory limit" in r for r in meta["incompleteReasons"])
+        total = sample_cost(manager.metrics)
+    assert quiet[0] >= 4 and total[0] > quiet[0]
+    report_fault(
+        f"a page allocates without end under a {config.session_memory_mb} MiB budget,"
+        " no cgroups (the sampling watch)",
+        f"session ended OUT_OF_MEMORY {took:.1f} s after it began (grace"
+        f" {config.session_memory_grace_s:.0f} s); processes and directories gone; capacity"
+        f" back; a sample of two sessions took {quiet[1]:.2f} ms within budget,"
+        f" {total[1]:.2f} ms on average over the whole test",
+        "1 of 1 kept (READY, its page answering)",
+        "recording finalised, marked incomplete with the reason",
+    )

@@ -32,18 +32,31 @@ def sandbox_plan(config: Config) -> users.Plan:
 
 
 def session_cgroups(config: Config) -> Cgroups | None:
-    """A cgroup per session, when limits are asked for and the host has room."""
+    """A cgroup per session, when limits are asked for and the host has room
+    (or `session_limits` says not to use them). Without one, a memory limit
+    falls to the sampling watch, which the session manager runs."""
     wanted = CgroupLimits(config.session_memory_mb * 1024 * 1024, config.session_cpus)
     if not wanted.memory_bytes and not wanted.cpus:
         return None  # not asked for: nothing to say
+    if config.session_limits == "sampled":
+        log.info("worker.session_limits", by="sampling", memory_mb=config.session_memory_mb)
+        return None
     name = config.session_tmp_root.name  # one worker's, per state directory
     found = Cgroups.discover(name, wanted)
     if isinstance(found, str):
-        log.warning("worker.session_limits_off", reason=found)
+        if config.session_limits == "cgroup":
+            raise ConfigError(f"session_limits: 'cgroup', but {found}")
+        log.warning(
+            "worker.session_limits_off" if not wanted.memory_bytes else "worker.session_limits",
+            by="sampling" if wanted.memory_bytes else "none",
+            memory_mb=config.session_memory_mb,
+            cpu_limit="off" if wanted.cpus else "not asked",
+            reason=f"no cgroups: {found}",
+        )
         return None
     log.info(
         "worker.session_limits",
-        cgroup_version=found.version,
+        by=f"cgroup v{found.version}",
         memory_mb=config.session_memory_mb,
         cpus=config.session_cpus,
     )

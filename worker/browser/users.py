@@ -58,23 +58,28 @@ def probe(uid: int | None) -> str:
     cannot have Chromium's sandbox, or ""."""
     setpriv = shutil.which("setpriv")
     unshare = shutil.which("unshare")
-    if unshare is None or (uid is not None and setpriv is None):
-        return "setpriv and unshare (util-linux) are not installed"
-    # The exact thing Chromium's zygote does first: a user namespace,
-    # created by an unprivileged user.
+    chroot = shutil.which("chroot", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if unshare is None or chroot is None or (uid is not None and setpriv is None):
+        return "setpriv, unshare (util-linux) and chroot (coreutils) are not installed"
+    # The exact things Chromium's zygote does first, as an unprivileged
+    # user: new user, pid and network namespaces, then a chroot inside them.
+    # A seccomp profile may allow the first and refuse the second (podman's
+    # default does: chroot needs CAP_SYS_CHROOT in the container), and then
+    # every browser would die at its start.
     prefix = [] if uid is None or setpriv is None else [setpriv, *drop_args(uid)]
+    argv = [unshare, "--user", "--map-root-user", "--pid", "--net", "--fork", chroot, "/", "true"]
     try:
         done = subprocess.run(
-            [*prefix, unshare, "--user", "--pid", "--fork", "true"],
-            capture_output=True,
-            timeout=10,
-            env={"PATH": "/usr/bin:/bin"},
+            [*prefix, *argv], capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"}
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"probe did not run: {exc}"
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip()[:200]
-        return f"an unprivileged user cannot create user namespaces here ({detail})"
+        return (
+            "an unprivileged user cannot create the namespaces and chroot"
+            f" Chromium's sandbox starts with here ({detail})"
+        )
     return ""
 
 

@@ -34,6 +34,7 @@ from worker.network.control import RelayControl
 from worker.sessions import recovery, session_recording, start_secrets
 from worker.sessions.browsers import BrowserCatalog
 from worker.sessions.host import HostServices
+from worker.sessions.memory_budget import MemoryBudget
 from worker.sessions.model import (
     DISABLED,
     START_FAILED,
@@ -76,6 +77,12 @@ class SessionManager:
             config.warm_pool_sizes(), self.host, self.registry, config.start_timeout_s
         )
         self.browsers = BrowserCatalog(config, store, self.registry)
+        # Without a cgroup per session, a memory limit is held by sampling.
+        self.memory_budget = (
+            MemoryBudget(config, self.host.metrics, lambda: list(self.live.values()))
+            if config.session_memory_mb and self.host.cgroups is None
+            else None
+        )
 
     # What other parts (metrics, the servicers, tests) read of the host.
     @property
@@ -114,11 +121,15 @@ class SessionManager:
         if spooled:
             log.warning("worker.recordings_recovered", sessions=spooled)
         self.pool.start()
+        if self.memory_budget is not None:
+            self.memory_budget.start()
 
     async def stop(self, drain_timeout: float) -> None:
         """Drain, then release what the sessions shared: their cgroups, and
         the recorder (after the sessions: their last batches are spooled)."""
         await self.drain(drain_timeout)
+        if self.memory_budget is not None:
+            await self.memory_budget.stop()  # after the drain: sessions ran till then
         if self.cgroups is not None:
             self.cgroups.close()  # every session's cgroup is gone
         flushed = await self.host.recorder.stop(self.config.recording_flush_timeout_s)

@@ -109,6 +109,11 @@ class Session:
         return self.record.session_id
 
     @property
+    def running(self) -> bool:
+        """Its browser is up and no close has begun."""
+        return self._close_task is None and self.process is not None
+
+    @property
     def directory(self) -> Path:
         return Path(self.record.session_dir)
 
@@ -358,6 +363,20 @@ class Session:
             return False
         self.log.warning("session.out_of_memory", limit_mb=self._config.session_memory_mb)
         return True
+
+    def exceeded_memory(self, used: int, limit: int) -> None:
+        """The memory budget watch found this session above its budget for
+        longer than the grace: kill the browser now (its page is likely
+        still allocating, and the pod's limit is the next bound), then end
+        as a cgroup OOM kill ends it."""
+        if self._close_task is not None:
+            return
+        self.log.warning(
+            "session.out_of_memory", by="sampling", used_mb=used >> 20, limit_mb=limit >> 20
+        )
+        if self.process is not None:
+            self.process.kill()
+        self.close_soon(OUT_OF_MEMORY)
 
     async def _watch(self) -> None:
         """Kill a browser that stops answering (hung, or SIGSTOPped): its
