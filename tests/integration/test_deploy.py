@@ -4,54 +4,28 @@ schemas, and names the daemon's real settings, ports and probe endpoints."""
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from helpers.manifests import K8S, one, render, render_with, settings
 from helpers.workers import ROOT
 from worker.config import ENV_PREFIX, Config
 
-K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 KUBERNETES = "1.32"
-OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs
+# Operators' CRDs: the Prometheus Operator's, the Security Profiles Operator's.
+OPERATOR_KINDS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+    "SeccompProfile": "security-profiles-operator.x-k8s.io/v1beta1",
+}
+SECCOMP = K8S / "components" / "seccomp"
 FIELDS = {field.upper() for field in Config.__dataclass_fields__}
-
-
-def kubectl() -> str:
-    found = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
-    assert Path(found).exists(), "kubectl missing: bash deploy/run.sh test provides it"
-    return found
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == kind]
-    return doc
-
-
-def settings(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The worker's ConfigMap (the dashboard ConfigMap is the other one)."""
-    return next(
-        d["data"] for d in docs if d["kind"] == "ConfigMap" and "SANDBOX_STATE_DIR" in d["data"]
-    )
 
 
 def listen_port(config: dict[str, str], name: str) -> int:
@@ -72,7 +46,7 @@ def test_every_resource_validates_against_the_kubernetes_schemas(
 ) -> None:
     for doc in rendered:
         if doc["kind"] in OPERATOR_KINDS:
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["spec"]
+            assert doc["apiVersion"] == OPERATOR_KINDS[doc["kind"]] and doc["spec"]
             continue
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
@@ -174,3 +148,92 @@ def test_the_image_installs_with_the_readmes_script_and_runs_as_the_manifests_us
     assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
     for path in re.findall(r"^COPY (\S+)", dockerfile, re.M):
         assert (ROOT / path).exists(), path
+
+
+def seccomp_profile() -> dict[str, Any]:
+    """The plain JSON profile, for nodes that install it themselves."""
+    return dict(json.loads((SECCOMP / "sandbox-worker.json").read_text()))
+
+
+def test_the_seccomp_profile_is_the_same_for_the_operator_and_for_nodes() -> None:
+    plain = seccomp_profile()
+    for rule in plain["syscalls"]:
+        assert rule.pop("comment")  # every rule says why it is there
+    operator = yaml.safe_load((SECCOMP / "seccompprofile.yaml").read_text())
+    assert operator["spec"] == plain
+    # The operator's schema: no field it would drop.
+    assert set(plain) == {"defaultAction", "architectures", "syscalls"}
+    for rule in plain["syscalls"]:
+        assert set(rule) <= {"names", "action", "errnoRet", "args"}, rule
+
+
+def test_the_seccomp_profile_adds_to_the_runtime_default_only_what_chromium_needs() -> None:
+    profile = seccomp_profile()
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    added = [r for r in profile["syscalls"] if r["comment"].startswith("Added for Chromium")]
+    allowed = {
+        n for r in profile["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]
+    }
+    # The runtime default gives a container without capabilities none of these.
+    for never in ("mount", "umount2", "pivot_root", "setns", "bpf", "keyctl", "add_key"):
+        assert never not in allowed, never
+    assert sorted(n for r in added for n in r["names"]) == ["chroot", "clone", "unshare"]
+    [namespaces] = [r for r in added if "unshare" in r["names"]]
+    # New user, pid and network namespaces only: not mount, cgroup, UTS or IPC.
+    [arg] = namespaces["args"]
+    new_ns, new_cgroup, new_uts, new_ipc = 0x00020000, 0x02000000, 0x04000000, 0x08000000
+    assert arg == {
+        "index": 0,
+        "value": new_ns | new_cgroup | new_uts | new_ipc,
+        "valueTwo": 0,
+        "op": "SCMP_CMP_MASKED_EQ",
+    }
+
+
+def test_the_prod_overlay_runs_chromiums_sandbox_under_the_shipped_profile() -> None:
+    docs = render("prod")
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    profile = one(docs, "SeccompProfile")
+    namespace, name = profile["metadata"]["namespace"], profile["metadata"]["name"]
+    assert pod["securityContext"]["seccompProfile"] == {
+        "type": "Localhost",
+        "localhostProfile": f"operator/{namespace}/{name}.json",
+    }
+    config = settings(docs)
+    assert config["SANDBOX_BROWSER_SANDBOX"] == "on"
+    Config.from_env(config)  # "on" with nothing that contradicts it
+    # Everything else as strict as the base.
+    [container] = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def test_the_base_falls_back_under_the_runtime_default_and_says_so() -> None:
+    docs = render("dev")
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    config = settings(docs)
+    assert config["SANDBOX_BROWSER_SANDBOX"] == "auto"
+    assert "--no-sandbox" not in config.get("SANDBOX_EXTRA_CHROMIUM_ARGS", "")
+
+
+def test_the_user_namespaced_alternative_renders_and_fits_its_id_range() -> None:
+    docs = render_with("userns")
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert pod["hostUsers"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    caps = container["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"] and {"SYS_ADMIN", "SYS_CHROOT", "SETUID"} <= set(caps["add"])
+    # The API server refuses SYS_ADMIN with allowPrivilegeEscalation false.
+    assert container["securityContext"]["allowPrivilegeEscalation"] is True
+    config = Config.from_env(settings(docs))
+    assert config.browser_sandbox == "on"
+    # A pod's user namespace maps 65536 ids: every browser uid must be one.
+    assert config.browser_uid_base + 2 * config.max_sessions + 16 < 65536

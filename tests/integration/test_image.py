@@ -9,7 +9,13 @@ escalation, the ConfigMap's environment, a 1 GiB /dev/shm, the state and
 from outside: gRPC health, a session driven with Playwright through the
 automation port, its recording in the S3 server, /metrics, then SIGTERM:
 a drain that ends the open session WORKER_SHUTDOWN, an exit inside the
-manifests' grace period, and nothing left behind."""
+manifests' grace period, and nothing left behind.
+
+The same image under the shipped seccomp profile (the prod overlay's
+component) runs every browser in Chromium's sandbox and holds a session to
+its memory budget without cgroups; under the runtime's default profile the
+worker refuses `on` and falls back under `auto`; and the user-namespaced
+alternative (the userns component) runs a uid per browser."""
 
 from __future__ import annotations
 
@@ -29,9 +35,10 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from helpers.faults import EAT_MEMORY_STEADILY
+from helpers.manifests import render_with, worker_pod
 from helpers.upstreams import SecretsManager, free_port, unique_path
 from helpers.waits import eventually
 from helpers.workers import ROOT, connected_page
@@ -44,7 +51,6 @@ pytestmark = [
 ]
 
 TAG = "localhost/sandbox-worker:test"
-K8S = ROOT / "deploy" / "k8s" / "base"
 PODMAN = ["podman", "--runtime", "runc"]
 # podman's default rlimits are refused on hosts like this one; a container
 # may have at most the test's own (and runc set no more than 32768 processes).
@@ -54,11 +60,17 @@ NPROC = 32768 if _HARD_NPROC == resource.RLIM_INFINITY else min(_HARD_NPROC, 327
 LIMITS = ["--ulimit", f"nofile={NOFILE}:{NOFILE}", "--ulimit", f"nproc={NPROC}:{NPROC}"]
 
 
-def manifests() -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-    """The ConfigMap's environment, the pod spec and the worker container."""
-    config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
-    pod = yaml.safe_load((K8S / "statefulset.yaml").read_text())["spec"]["template"]["spec"]
-    return config, pod, pod["containers"][0]
+# A user-namespaced pod (hostUsers: false) gets 65536 ids of the node's;
+# podman maps the same with --uidmap (from an id range no one here uses).
+POD_IDS = 300000
+
+
+def manifests(
+    *components: str,
+) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """The ConfigMap's environment, the pod spec and the worker container,
+    of the base with `components`."""
+    return worker_pod(render_with(*components))
 
 
 @pytest.fixture(scope="session")
@@ -106,13 +118,33 @@ class Container:
     def top(self) -> str:
         return self.podman("top", self.name, "user", "pid", "args").stdout
 
+    def host_pids(self) -> dict[int, str]:
+        """Every process of the container by its pid on the host, with its
+        arguments (the host's /proc then tells its namespaces and seccomp)."""
+        lines = self.podman("top", self.name, "hpid", "args").stdout.splitlines()[1:]
+        return {int(pid): args for pid, args in (line.split(None, 1) for line in lines)}
+
 
 @contextlib.contextmanager
-def container(image: str, tmp: Path, moto: SecretsManager) -> Iterator[Container]:
-    config, pod, spec = manifests()
-    context = spec["securityContext"]
-    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
-    # The volumes: emptyDirs (and the secret) the pod's fsGroup can write.
+def container(
+    image: str,
+    tmp: Path,
+    moto: SecretsManager,
+    components: tuple[str, ...] = (),
+    seccomp: Path | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Container]:
+    """The image run as the StatefulSet of the base with `components` runs
+    it: its user, security context and ConfigMap (plus `settings`).
+    `seccomp` is the file a Localhost seccompProfile names, or what stands
+    for the runtime's default (None: podman's own, which CRI-O shares)."""
+    config, pod, spec = manifests(*components)
+    context, pod_context = spec["securityContext"], pod["securityContext"]
+    user = f"{pod_context['runAsUser']}:{pod_context['runAsGroup']}"
+    in_userns = pod.get("hostUsers") is False
+    # The volumes: emptyDirs (and the secret) the pod's user can write, as
+    # the node sees that user.
+    owner = pod_context["runAsUser"] + (POD_IDS if in_userns else 0)
     base = Path(tmp)
     volumes = {}
     for mount in spec["volumeMounts"]:
@@ -120,7 +152,7 @@ def container(image: str, tmp: Path, moto: SecretsManager) -> Iterator[Container
             continue  # --shm-size, as the memory-backed emptyDir
         host = base / mount["name"]
         host.mkdir()
-        shutil.chown(host, 10001, 10001)
+        shutil.chown(host, owner, owner)
         volumes[mount["mountPath"]] = (host, mount.get("readOnly", False))
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"]
     # The Secret's files: the HTTP API's access keys, as the ConfigMap names.
@@ -144,6 +176,7 @@ def container(image: str, tmp: Path, moto: SecretsManager) -> Iterator[Container
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
+            **(settings or {}),
         }
     )
     name = f"sandbox-test-{os.getpid()}-{free_port()}"
@@ -162,12 +195,21 @@ def container(image: str, tmp: Path, moto: SecretsManager) -> Iterator[Container
         shm.replace("Gi", "g"),
         "--init=false",  # tini is the image's own PID 1
     ]
+    if in_userns:
+        argv += ["--uidmap", f"0:{POD_IDS}:65536", "--gidmap", f"0:{POD_IDS}:65536"]
     if context["readOnlyRootFilesystem"]:
         argv.append("--read-only")
-    if context["capabilities"]["drop"] == ["ALL"]:
-        argv += ["--cap-drop", "ALL"]
+    argv += ["--cap-drop", "ALL"]
+    assert context["capabilities"]["drop"] == ["ALL"]
+    for cap in context["capabilities"].get("add", []):
+        argv += ["--cap-add", cap]
     if context["allowPrivilegeEscalation"] is False:
         argv += ["--security-opt", "no-new-privileges"]
+    profile = pod_context["seccompProfile"]["type"]
+    assert profile in ("Localhost", "RuntimeDefault")
+    assert seccomp is not None or profile == "RuntimeDefault", "a Localhost profile needs its file"
+    if seccomp is not None:
+        argv += ["--security-opt", f"seccomp={seccomp}"]
     for path, (host, read_only) in volumes.items():
         argv += ["-v", f"{host}:{path}:{'ro' if read_only else 'rw'}"]
     for key, value in env.items():
@@ -195,16 +237,30 @@ async def healthy(port: int) -> None:
         await eventually(serving, timeout=60)
 
 
-@pytest_asyncio.fixture
-async def stubs(image: str, tmp_path: Path, moto: SecretsManager) -> AsyncIterator[Any]:
-    with container(image, tmp_path, moto) as running:
+@contextlib.asynccontextmanager
+async def served(
+    image: str,
+    tmp: Path,
+    moto: SecretsManager,
+    components: tuple[str, ...] = (),
+    seccomp: Path | None = None,
+    settings: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[Container, grpc.aio.Channel]]:
+    """A container that answers gRPC health, and a channel to it."""
+    with container(image, tmp, moto, components, seccomp, settings) as running:
         try:
             await healthy(running.ports["grpc"])
         except BaseException:
             print(running.logs()[-4000:])
             raise
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.ports['grpc']}") as channel:
-            yield running, pb_grpc.BrowserSessionsStub(channel), pb_grpc.BrowsersStub(channel)
+            yield running, channel
+
+
+@pytest_asyncio.fixture
+async def stubs(image: str, tmp_path: Path, moto: SecretsManager) -> AsyncIterator[Any]:
+    async with served(image, tmp_path, moto) as (running, channel):
+        yield running, pb_grpc.BrowserSessionsStub(channel), pb_grpc.BrowsersStub(channel)
 
 
 def metadata(moto: SecretsManager, bucket: str, session_id: str) -> dict[str, Any] | None:
@@ -279,3 +335,187 @@ async def test_the_image_runs_under_the_manifests_settings_and_drains_on_sigterm
     state = running.base / "state"
     assert (state / "state.db").exists()
     assert not list((state / "spool").iterdir()) and not list((state / "sessions").iterdir())
+
+
+# -- Chromium's sandbox under the shipped seccomp profile (the prod overlay)
+
+SECCOMP = ROOT / "deploy" / "k8s" / "components" / "seccomp" / "sandbox-worker.json"
+
+
+def runtime_default(tmp: Path) -> Path:
+    """The shipped profile without what it adds for Chromium: the runtime's
+    default (containerd's, as Kubernetes' RuntimeDefault) for this pod."""
+    profile = json.loads(SECCOMP.read_text())
+    profile["syscalls"] = [
+        rule for rule in profile["syscalls"] if not rule["comment"].startswith("Added for Chromium")
+    ]
+    path = tmp / "runtime-default.json"
+    path.write_text(json.dumps(profile))
+    return path
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def namespaces(pid: int) -> dict[str, str]:
+    return {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in ("user", "pid", "net")}
+
+
+def browser_of(processes: dict[int, str], session_id: str) -> tuple[int, list[int]]:
+    """A session's browser process and its renderers, by host pid."""
+    # The browser leads its process group (crashpad's handler names the
+    # session's directory too, but runs in the browser's group).
+    [browser] = [p for p, args in processes.items() if session_id in args and os.getpgid(p) == p]
+    group = [p for p in processes if os.getpgid(p) == browser]
+    return browser, [p for p in group if "--type=renderer" in processes[p]]
+
+
+def root_entries(pid: int) -> list[str]:
+    """What a process sees at its root; a root whose directory was removed
+    with its process cannot even be listed (ESRCH): nothing."""
+    try:
+        return os.listdir(f"/proc/{pid}/root")
+    except ProcessLookupError:
+        return []
+
+
+def assert_sandboxed(processes: dict[int, str], session_id: str) -> int:
+    """The checks the bare-host tests make, from the host: the session's
+    renderers run under Chromium's seccomp-bpf filter, in user, pid and
+    network namespaces of their own, with an empty root. Returns the
+    browser's host pid."""
+    browser, renderers = browser_of(processes, session_id)
+    assert renderers and "--no-sandbox" not in processes[browser]
+    outside = namespaces(browser)
+    for pid in renderers:
+        assert proc_status(pid)["Seccomp"] == "2"  # seccomp-bpf, Chromium's own
+        inside = namespaces(pid)
+        assert all(inside[ns] != outside[ns] for ns in outside), (inside, outside)
+        # Its root is the directory it was chrooted into, which belonged to
+        # a process that has gone: nothing to open there, no other
+        # session's files (nor its own).
+        assert os.readlink(f"/proc/{pid}/root") != "/"
+        assert root_entries(pid) == []
+    return browser
+
+
+def log_events(logs: str, event: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.splitlines() if f'"event": "{event}"' in line]
+
+
+@pytest.mark.timeout(600)
+async def test_under_the_shipped_profile_browsers_run_in_chromiums_sandbox(
+    image: str, tmp_path: Path, moto: SecretsManager, web: str
+) -> None:
+    assert manifests("seccomp")[0]["SANDBOX_BROWSER_SANDBOX"] == "on"
+    settings = {
+        # Containers have no writable cgroupfs: the budget is held by sampling.
+        "SANDBOX_SESSION_MEMORY_MB": "700",
+        "SANDBOX_SESSION_MEMORY_GRACE_S": "1",
+    }
+    async with served(image, tmp_path, moto, ("seccomp",), SECCOMP, settings) as (
+        running,
+        channel,
+    ):
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        logs = running.logs()
+        assert log_events(logs, "worker.browser_sandbox"), logs[-2000:]
+        [limits] = log_events(logs, "worker.session_limits")
+        assert limits["by"] == "sampling" and "no cgroups" in limits["reason"]
+        a = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        b = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        async with connected_page(a) as page, connected_page(b) as greedy:
+            await page.goto(f"{web}/index.html")
+            await greedy.goto(f"{web}/index.html")
+            processes = running.host_pids()
+            assert_sandboxed(processes, a.session_id)
+            # What a page itself can try: another session's profile, by URL.
+            other, _ = browser_of(processes, b.session_id)
+            profile = next(
+                arg.split("=", 1)[1]
+                for arg in processes[other].split()
+                if arg.startswith("--user-data-dir=")
+            )
+            read = await page.evaluate(
+                "url => fetch(url).then(r => r.text(), e => 'refused: ' + e)",
+                f"file://{profile}/Local State",
+            )
+            assert read.startswith("refused"), read
+            # One session over its memory budget: it alone ends, the pod and
+            # the other session carry on.
+            eat = asyncio.ensure_future(greedy.evaluate(EAT_MEMORY_STEADILY))
+            eat.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+            async def ended() -> Any:
+                got = await sessions.GetBrowserSession(
+                    pb.GetBrowserSessionRequest(session_id=b.session_id)
+                )
+                return got if got.status == pb.TERMINATED else None
+
+            got = await eventually(ended, timeout=60)
+            eat.cancel()
+            assert got.termination_reason == pb.OUT_OF_MEMORY
+            assert await page.evaluate("1 + 1") == 2
+        assert running.state()["Running"] is True
+        [killed] = log_events(running.logs(), "session.out_of_memory")
+        assert killed["by"] == "sampling" and killed["used_mb"] > 700
+
+
+@pytest.mark.timeout(600)
+async def test_under_the_runtime_default_on_refuses_to_start_and_auto_falls_back(
+    image: str, tmp_path: Path, moto: SecretsManager, web: str
+) -> None:
+    profile = runtime_default(tmp_path)
+    (tmp_path / "on").mkdir()
+    (tmp_path / "auto").mkdir()
+    # containerd's default stands in for the runtime's (podman's allows unshare).
+    on = {"SANDBOX_BROWSER_SANDBOX": "on"}
+    with container(image, tmp_path / "on", moto, (), profile, on) as refused:
+        state = await eventually(
+            lambda: (s := refused.state()) and not s.get("Running") and s, timeout=60
+        )
+        logs = refused.logs()
+    assert state["ExitCode"] != 0
+    assert "browser_sandbox: 'on', but an unprivileged user cannot create the namespaces" in logs
+    assert "unshare failed: Operation not permitted" in logs
+    assert manifests()[0]["SANDBOX_BROWSER_SANDBOX"] == "auto"  # the base's
+    async with served(image, tmp_path / "auto", moto, (), profile) as (running, channel):
+        [off] = log_events(running.logs(), "worker.browser_sandbox_off")
+        assert "cannot create the namespaces and chroot" in off["reason"]
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        started = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        async with connected_page(started) as page:
+            await page.goto(f"{web}/index.html")
+            assert await page.evaluate("1 + 1") == 2
+            browser, _ = browser_of(running.host_pids(), started.session_id)
+            assert "--no-sandbox" in running.host_pids()[browser]
+
+
+@pytest.mark.timeout(600)
+async def test_a_user_namespaced_pod_runs_each_browser_as_its_own_user_in_the_sandbox(
+    image: str, tmp_path: Path, moto: SecretsManager, web: str
+) -> None:
+    # The userns component: hostUsers false (podman's --uidmap here), root
+    # of the pod's namespace with namespaced capabilities, RuntimeDefault
+    # (podman's default profile, the one CRI-O uses).
+    async with served(image, tmp_path, moto, ("userns",)) as (running, channel):
+        assert log_events(running.logs(), "worker.browser_sandbox")[0]["users"] == "per browser"
+        sessions = pb_grpc.BrowserSessionsStub(channel)
+        a = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        b = await sessions.StartBrowserSession(pb.StartBrowserSessionRequest())
+        async with connected_page(a) as page, connected_page(b) as other:
+            await page.goto(f"{web}/index.html")
+            await other.goto(f"{web}/index.html")
+            processes = running.host_pids()
+            uids = set()
+            for started in (a, b):
+                browser = assert_sandboxed(processes, started.session_id)
+                uid = int(proc_status(browser)["Uid"].split()[0])
+                # A browser uid of the pod's range: unprivileged on the node.
+                assert POD_IDS + 20000 <= uid < POD_IDS + 65536, uid
+                uids.add(uid)
+            assert len(uids) == 2  # one each
+            daemon = next(p for p, args in processes.items() if "sandbox-worker serve" in args)
+            assert int(proc_status(daemon)["Uid"].split()[0]) == POD_IDS  # the pod's root
