@@ -27,9 +27,9 @@ from typing import Any
 import grpc
 
 from common import daemon, percentile, write_results
-from worker.metrics import cpu_seconds
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.procfs import cpu_seconds
 
 WATCHED = """<!doctype html><html><head><title>watched</title><style>
 body{margin:0;background:rgb(0,0,0)} #box{position:absolute;width:80px;height:80px;

@@ -35,9 +35,9 @@ from common import ROOT, daemon, load_over_pipe, raw_spec, write_results
 from worker.browser import launcher, reaper
 from worker.cli.cdp_client import SyncCDP
 from worker.config import Config
-from worker.metrics import process_groups, pss_bytes
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.procfs import process_groups, pss_bytes
 
 MiB = 1024 * 1024
 

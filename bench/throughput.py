@@ -30,7 +30,7 @@ from common import RESULTS, daemon, load_over_pipe, raw_spec, write_results
 from worker.browser import launcher, reaper
 from worker.cli import loadtest, loopback
 from worker.config import Config
-from worker.metrics import cpu_seconds
+from worker.procfs import cpu_seconds
 
 LEVELS = (1, 2, 4, 8)
 
