@@ -54,6 +54,8 @@ class Config:
     # one that has not answered within watchdog_timeout_s (hung, or stopped)
     # is killed and its session ends BROWSER_UNRESPONSIVE. 0: no watchdog.
     watchdog_interval_s: float = 5.0
+    # How long one InvokeBrowser action may take before it answers FAILED.
+    action_timeout_s: float = 10.0
     watchdog_timeout_s: float = 15.0
     # Seconds SIGTERM waits for running sessions before stopping them.
     drain_timeout_s: float = 30.0
@@ -212,7 +214,13 @@ class Config:
             raise ConfigError("session_memory_interval_s, session_memory_grace_s: must be positive")
         if self.watchdog_interval_s < 0 or self.watchdog_timeout_s <= 0:
             raise ConfigError("watchdog_interval_s, watchdog_timeout_s: must not be negative")
-        for name in ("start_timeout_s", "drain_timeout_s", "kill_timeout_s", "secret_timeout_s"):
+        for name in (
+            "start_timeout_s",
+            "drain_timeout_s",
+            "kill_timeout_s",
+            "secret_timeout_s",
+            "action_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         if self.http_api_auth not in ("sigv4", "none"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -44,6 +45,22 @@ def test_the_cli_starts_lists_and_stops_sessions(tmp_path: Path) -> None:
         assert [s["sessionId"] for s in listed["items"]] == [sid]
         stopped = cli(target, "session", "stop", sid, "--browser", lean["browserId"])
         assert (stopped["status"], stopped["terminationReason"]) == ("TERMINATED", "STOPPED")
+
+
+def test_the_cli_invokes_actions_on_a_session(tmp_path: Path) -> None:
+    with daemon(tmp_path / "state", env={"SANDBOX_FIRST_TAB": "true"}) as (_, info):
+        target = info["grpc"]
+        sid = cli(target, "session", "start")["sessionId"]
+        moved = cli(target, "session", "invoke", sid, '{"mouseMove": {"x": 100, "y": 100}}')
+        assert moved == {"sessionId": sid, "action": "mouseMove", "status": "SUCCESS"}
+        shot = cli(target, "session", "invoke", sid, '{"screenshot": {}}')
+        assert base64.b64decode(shot["data"]).startswith(b"\x89PNG\r\n")
+        invoke = [sys.executable, "-m", "worker.cli", "session", "invoke", "--target", target, sid]
+        out = subprocess.run([*invoke, "{nope"], capture_output=True, timeout=60)
+        assert out.returncode != 0 and b"ACTION_JSON" in out.stderr
+        bad = '{"mouseClick": {"x": 1, "y": 5}}'
+        out = subprocess.run([*invoke, bad], capture_output=True, timeout=60)
+        assert out.returncode == 1 and b"INVALID_ARGUMENT: action.mouse_click.x:" in out.stderr
 
 
 def test_the_cli_reports_errors_with_the_grpc_code(tmp_path: Path) -> None:

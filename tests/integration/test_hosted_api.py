@@ -4,11 +4,9 @@ and Playwright on the endpoint the API returns."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -16,12 +14,11 @@ import pytest_asyncio
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from helpers.hosted import KEY_ID, SECRET, Threaded, client
 from helpers.upstreams import HOST_OVERRIDES, PROXY_PASSWORD, PROXY_USER, Proxy, TLSOrigin
 from helpers.workers import RunningWorker, make_config, running_worker
 
 pytestmark = pytest.mark.integration
-
-KEY_ID, SECRET = "AKIASANDBOXTEST00001", "worker-test-secret-key"
 
 
 @pytest_asyncio.fixture
@@ -38,36 +35,6 @@ async def api(tmp_path: Path, tls_origin: TLSOrigin) -> AsyncIterator[RunningWor
     )
     async with running_worker(config) as running:
         yield running
-
-
-class Threaded:
-    """A boto3 client whose calls run in a thread: the worker under test
-    shares this event loop, and a blocking call would stall it."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.exceptions = client.exceptions
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        async def call(**params: Any) -> Any:
-            return await asyncio.to_thread(method, **params)
-
-        return call
-
-
-def client(worker: RunningWorker, service: str, secret: str = SECRET) -> Any:
-    return Threaded(
-        boto3.Session().client(
-            service,
-            endpoint_url=f"http://127.0.0.1:{worker.server.http_api_port}",
-            region_name="us-east-1",
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=secret,
-            config=BotoConfig(retries={"max_attempts": 1}),
-        )
-    )
 
 
 async def test_stock_boto3_clients_run_a_session_end_to_end(

@@ -16,10 +16,11 @@ Requests are checked with SigV4 against access keys the worker is given
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -92,6 +93,8 @@ class Call:
     query: dict[str, str]
     body: dict[str, Any]
     context: InProcessContext
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    reply_headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the answer's
 
 
 Operation = Callable[["HostedAPI", Call], Awaitable[tuple[int, dict[str, Any]]]]
@@ -133,10 +136,14 @@ class HostedAPI:
             self._authenticate(request, body)
             operation, path = _route(request.method, request.path)
             call = Call(
-                path, _query(request.query_string), _json(body), InProcessContext(request_id)
+                path,
+                _query(request.query_string),
+                _json(body),
+                InProcessContext(request_id),
+                request.headers,
             )
             status, answer = await operation(self, call)
-            return _respond(status, answer, request_id)
+            return _respond(status, answer, request_id, call.reply_headers)
         except Refused as refusal:
             return _error(refusal, request_id)
         except WorkerError as err:
@@ -212,12 +219,14 @@ def _int(query: dict[str, str], name: str) -> int | None:
 # ---------------------------------------------------------------- answers
 
 
-def _respond(status: int, answer: dict[str, Any], request_id: str) -> web.Response:
+def _respond(
+    status: int, answer: dict[str, Any], request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         body=json.dumps(answer).encode(),
         content_type="application/json",
-        headers={"x-amzn-RequestId": request_id},
+        headers={"x-amzn-RequestId": request_id, **(headers or {})},
     )
 
 
@@ -288,6 +297,19 @@ async def update_stream(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     return 200, answer
 
 
+async def invoke_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = {
+        **call.body,
+        "browserIdentifier": call.path["browser"],
+        # The hosted API carries this one operation's session id in a header.
+        "sessionId": call.headers.get("x-amzn-browser-session-id", ""),
+    }
+    request = _message(pb.InvokeBrowserRequest, values)
+    done = await api.sessions.InvokeBrowser(request, call.context)
+    call.reply_headers["x-amzn-browser-session-id"] = done.session_id
+    return 200, {"result": shapes.action_result(done)}
+
+
 async def create_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
     values = dict(call.body)
     network = values.pop("networkConfiguration", None)
@@ -341,6 +363,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [
     ("POST", re.compile(_SESSIONS + "/list"), list_sessions),
     ("PUT", re.compile(_SESSIONS + "/stop"), stop_session),
     ("PUT", re.compile(_SESSIONS + "/streams/update"), update_stream),
+    ("POST", re.compile(_SESSIONS + "/invoke"), invoke_browser),
     ("PUT", re.compile("/browsers"), create_browser),
     ("POST", re.compile("/browsers"), list_browsers),
     ("GET", re.compile("/browsers/(?P<browser>[^/]+)"), get_browser),

@@ -3,6 +3,7 @@ servicer returns, and the hosted spelling of field names (camelCase)."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import urlencode
 
@@ -79,6 +80,16 @@ def browser_json(b: Any) -> dict[str, Any]:
     if b.certificates:
         answer["certificates"] = [plain(c) for c in b.certificates]
     return answer
+
+
+def action_result(done: Any) -> dict[str, Any]:
+    """InvokeBrowser's result: one member, named for the action."""
+    result: dict[str, Any] = {"status": pb.ActionStatus.Name(done.status)}
+    if done.error:
+        result["error"] = done.error
+    if done.data:
+        result["data"] = base64.b64encode(done.data).decode()  # a JSON blob
+    return {done.action: result}
 
 
 def pick(answer: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

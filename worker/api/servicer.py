@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import structlog
 
 from worker import __version__
-from worker.api import convert, validation
+from worker.api import convert, invoke, validation
 from worker.api.paging import PageTokens
 from worker.errors import Internal, InvalidArgument, WorkerError
 from worker.metrics import Metrics
@@ -211,6 +211,14 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             self._browser(request), session_id, pb.StreamStatus.Name(value)
         )
         return self._to_pb(record)
+
+    @_rpc
+    async def InvokeBrowser(self, request: Any, context: Any) -> pb.InvokeBrowserResponse:
+        session_id = validation.session_id(request.session_id)
+        record = self._manager.find(self._browser(request), session_id)
+        action = invoke.action(request, record.viewport)
+        result = await self._manager.invoke(record.browser_id, session_id, action)
+        return invoke.answer(session_id, action.kind, result)
 
 
 class WorkerServicer(pb_grpc.WorkerServicer):

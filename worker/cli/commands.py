@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
 from worker.config import ConfigError
 from worker.pb import sandbox_pb2 as pb
@@ -52,6 +52,15 @@ def session_summary(s: Any) -> str:
 def session_list(a: Any) -> str:
     lines = [session_line(s) for s in a.items] or ["(no sessions)"]
     return "\n".join(lines) + (f"\nnext: {a.next_token}" if a.next_token else "")
+
+
+def invoke_summary(a: Any) -> str:
+    line = f"{a.action}: {pb.ActionStatus.Name(a.status)}"
+    if a.error:
+        line += f" ({a.error})"
+    if a.data:
+        line += f"\n  {len(a.data)} bytes of PNG (--json carries them, base64, in 'data')"
+    return line
 
 
 def browser_line(b: Any) -> str:
@@ -154,6 +163,26 @@ def _stream_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("state", choices=["enable", "disable"])
 
 
+def _invoke_args(parser: argparse.ArgumentParser) -> None:
+    _session_id(parser)
+    parser.add_argument(
+        "action",
+        metavar="ACTION_JSON",
+        help="one action as the hosted API writes it, e.g. "
+        '\'{"mouseClick": {"x": 100, "y": 200}}\' or \'{"screenshot": {}}\'',
+    )
+
+
+def invoke_request(args: argparse.Namespace) -> Any:
+    try:
+        action = ParseDict(json.loads(args.action), pb.BrowserAction())
+    except (ValueError, ParseError) as exc:
+        raise ConfigError(f"ACTION_JSON: {exc}") from None
+    return pb.InvokeBrowserRequest(
+        browser_identifier=args.browser, session_id=args.id, action=action
+    )
+
+
 def _create_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name")
     parser.add_argument("--flavour", choices=["chromium", "headless-shell"], default="chromium")
@@ -196,6 +225,11 @@ COMMANDS = (
         "session", "stream", "sessions", "UpdateBrowserStream",
         stream_request, session_summary, _stream_args, with_browser=True,
         help="enable/disable automation",
+    ),
+    Command(
+        "session", "invoke", "sessions", "InvokeBrowser",
+        invoke_request, invoke_summary, _invoke_args, with_browser=True,
+        help="click, type, press keys or take a screenshot (InvokeBrowser)",
     ),
     Command(
         "browser", "create", "browsers", "CreateBrowser",

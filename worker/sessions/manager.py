@@ -19,6 +19,7 @@ from certstore.validate import CACertificate
 from worker import ids
 from worker.browser.cgroups import Cgroups
 from worker.browser.users import Plan
+from worker.cdp.actions import Action, Result
 from worker.config import Config
 from worker.errors import (
     AlreadyExists,
@@ -366,6 +367,16 @@ class SessionManager:
             live.mux.close_all(1008, "automation stream disabled")
         live.log.info("session.stream_updated", stream_status=status)
         return record
+
+    async def invoke(self, browser_id: str, session_id: str, action: Action) -> Result:
+        """One InvokeBrowser action on a live session (checked at the edge)."""
+        self.find(browser_id, session_id)
+        live = self.live.get(session_id)
+        if live is None:
+            raise NotFound("session_id", f"session '{session_id}' has ended")
+        result = await live.invoke(action)
+        live.log.info("session.invoked", action=action.kind, ok=result.ok)
+        return result
 
     def stream_session(self, browser_id: str, session_id: str) -> Session | None:
         """The live session an automation client asks for, if any."""

@@ -37,6 +37,7 @@ from recorder.recording import Recording
 from worker.browser import launcher
 from worker.browser.reaper import sweep
 from worker.cdp import CDPError
+from worker.cdp.actions import Action, Actor, Result
 from worker.cdp.multiplexer import Multiplexer
 from worker.errors import Unavailable
 from worker.network import netns
@@ -60,6 +61,9 @@ log = structlog.get_logger(__name__)
 CLOSE_CODES = {BROWSER_EXITED: 1011, OUT_OF_MEMORY: 1011}
 # Endings where the browser died under the session: its log says why.
 CRASHES = (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE, OUT_OF_MEMORY)
+# What a typed character adds to an action's time limit (bench/invoke.py
+# measured ~1 ms a character).
+TYPING_ALLOWANCE_S = 0.003
 # How often a session's cgroup is checked for OOM kills (one small read).
 MEMORY_POLL_S = 0.5
 
@@ -87,6 +91,8 @@ class Session:
         self.recording = recording
         self._listeners: list[Listener] = []
         self._memory_watch: asyncio.Task[None] | None = None
+        self._actor: asyncio.Task[Actor] | None = None  # InvokeBrowser's hands
+        self._focus = ""  # the tab last acted on by a client, viewer or action
         self._netns = -1  # a descriptor on the session's network namespace
         self.uid: int | None = None  # the browser's own user, when sandboxed
         self.requested_at = time.perf_counter()  # StartBrowserSession arrived
@@ -281,14 +287,47 @@ class Session:
             self.recording.client_command(client, method, params, reply, took)
 
     def in_use(self, target_id: str) -> None:
-        """A client or a live viewer acts on this page (the recording shows
-        the tab in use)."""
+        """A client, a live viewer or an action acts on this page (the
+        recording shows the tab in use, and actions go to it)."""
+        self._focus = target_id
         if self.recording is not None:
             self.recording.focus(target_id)
+
+    async def invoke(self, action: Action) -> Result:
+        """Do one action on the tab the session shows: the one last acted on,
+        else the newest (new tabs come to the front)."""
+        if self._actor is None or self.process is None:
+            return Result(False, "the session's browser is not running")
+        try:
+            actor = await asyncio.shield(self._actor)
+        except CDPError as exc:
+            return Result(False, f"the session's browser did not answer: {exc}")
+        target = self._focus if actor.has_page(self._focus) else actor.newest_page()
+        if target:
+            self.in_use(target)
+        timeout = self._config.action_timeout_s
+        if action.kind == "keyType":
+            # Each character is a key press the page answers: ~1 ms each here.
+            timeout += len(str(action.args.get("text", ""))) * TYPING_ALLOWANCE_S
+        return await actor.perform(target, action, timeout)
+
+    def _watch_pages(self) -> None:
+        """From the start, so a dialog that opens before the first action is
+        one the action can answer (see worker/cdp/actions.py)."""
+        assert self.process is not None
+        actor = Actor(self.process.connection)
+
+        async def opened() -> Actor:
+            await actor.open()
+            return actor
+
+        self._actor = asyncio.ensure_future(opened())
 
     def activate(self) -> None:
         """The session is READY: persisted, and its timeout running."""
         self.claimed = True
+        if self.process is not None and self._actor is None:
+            self._watch_pages()
         self.record.status = READY
         self.record.updated_at = time.time()
         self._host.store.put_session(self.record)
@@ -536,6 +575,17 @@ class Session:
         # recording's ~90 KiB script with it).
         self._watchdog = self._memory_watch = None
         self.mux = None
+        self._close_actor()
+
+    def _close_actor(self) -> None:
+        actor, self._actor = self._actor, None
+        if actor is None:
+            return
+        if actor.done() and not actor.cancelled() and actor.exception() is None:
+            actor.result().close()
+        else:
+            actor.cancel()
+            actor.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _end_recording(self, reason: str) -> None:
         assert self.recording is not None
