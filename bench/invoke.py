@@ -8,6 +8,11 @@ the gRPC call to its answer; then typing 10,000 characters a few times.
 Beside them, the same click through Playwright's own `page.mouse` on the
 automation endpoint, so the ratio says what the action path adds.
 
+Browser profiles, in the same run: SaveBrowserSessionProfile of a session
+holding 50 cookies and 200 local storage items, and a cold start to a
+usable first page with that profile against the same start without one,
+interleaved.
+
 Prints one JSON object on its last line (p50/p95 ms per action) and writes
 bench/results/invoke.json.
 
@@ -70,6 +75,71 @@ def timed(stub: Any, session_id: str, action: dict[str, Any]) -> float:
     return took
 
 
+FILL = """() => {
+  for (let i = 0; i < 50; i++) document.cookie = `c${i}=${'v'.repeat(40)}; path=/; max-age=3600`;
+  for (let i = 0; i < 200; i++) localStorage.setItem(`k${i}`, 'x'.repeat(200));
+}"""
+
+
+def first_page(stub: Any, playwright: Any, profile: str) -> float:
+    """Start (with `profile`, if any) to a page that answers, in ms."""
+    request = pb.StartBrowserSessionRequest()
+    if profile:
+        request.profile_configuration.profile_identifier = profile
+    began = time.perf_counter()
+    session = stub.StartBrowserSession(request)
+    stream = session.streams.automation_stream
+    browser = playwright.chromium.connect_over_cdp(
+        stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+    )
+    page = browser.contexts[0].new_page()
+    assert page.evaluate("1 + 1") == 2
+    took = (time.perf_counter() - began) * 1000
+    browser.close()
+    stub.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=session.session_id))
+    return took
+
+
+def profiles(
+    stub: Any, playwright: Any, channel: grpc.Channel, url: str, runs: int
+) -> dict[str, Any]:
+    control = pb_grpc.BrowserProfilesStub(channel)
+    profile = control.CreateBrowserProfile(pb.CreateBrowserProfileRequest(name="bench")).profile_id
+    session = stub.StartBrowserSession(pb.StartBrowserSessionRequest())
+    stream = session.streams.automation_stream
+    browser = playwright.chromium.connect_over_cdp(
+        stream.stream_endpoint, headers={"Authorization": f"Bearer {stream.token}"}
+    )
+    page = browser.contexts[0].new_page()
+    page.goto(url)
+    page.evaluate(FILL)
+    saves = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        stub.SaveBrowserSessionProfile(
+            pb.SaveBrowserSessionProfileRequest(
+                profile_identifier=profile, session_id=session.session_id
+            )
+        )
+        saves.append((time.perf_counter() - began) * 1000)
+    browser.close()
+    stub.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=session.session_id))
+    plain, restored = [], []
+    for run in range(runs):
+        for with_profile in (False, True) if run % 2 == 0 else (True, False):
+            took = first_page(stub, playwright, profile if with_profile else "")
+            (restored if with_profile else plain).append(took)
+    saved = control.GetBrowserProfile(pb.GetBrowserProfileRequest(profile_id=profile))
+    return {
+        "state": "50 cookies, 200 local storage items of 200 characters",
+        "save": stats(saves),
+        "first_page_cold_with_profile": stats(restored),
+        "first_page_cold_without": stats(plain),
+        "restore_adds_ms_p50": round(statistics.median(restored) - statistics.median(plain), 1),
+        "saved_profile": saved.profile_id,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=40)
@@ -111,6 +181,7 @@ def main() -> None:
         assert len(page.input_value("#f")) == 10_000
         browser.close()
         stub.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=session.session_id))
+        results["profiles"] = profiles(stub, playwright, channel, url, args.rounds // 3 or 1)
     results["actions"] = {name: stats(values) for name, values in times.items()}
     results["keyType_10000_chars"] = stats(long_typing)
     results["playwright_mouse_click"] = stats(playwright_click)

@@ -54,6 +54,12 @@ class Config:
     # one that has not answered within watchdog_timeout_s (hung, or stopped)
     # is killed and its session ends BROWSER_UNRESPONSIVE. 0: no watchdog.
     watchdog_interval_s: float = 5.0
+    # Browser profiles are sealed with this 256-bit key (32 bytes or their
+    # base64). Unset: a key generated under the state directory, which only
+    # this worker has; a fleet must share one. profile_max_mb bounds one
+    # profile's saved state (cookies and local storage, as JSON).
+    profile_key_file: Path | None = None
+    profile_max_mb: int = 20
     # How long one InvokeBrowser action may take before it answers FAILED.
     action_timeout_s: float = 10.0
     watchdog_timeout_s: float = 15.0
@@ -206,6 +212,8 @@ class Config:
             raise ConfigError("session_memory_mb, session_cpus: must not be negative")
         if 0 < self.session_memory_mb < 64:
             raise ConfigError("session_memory_mb: below 64 MiB no browser starts")
+        if not 1 <= self.profile_max_mb <= 1024:
+            raise ConfigError("profile_max_mb: must be from 1 to 1024")
         if self.session_limits not in ("auto", "cgroup", "sampled"):
             raise ConfigError("session_limits: must be auto, cgroup or sampled")
         if self.session_limits == "sampled" and self.session_cpus:

@@ -37,7 +37,13 @@ from worker.api import sigv4
 from worker.api.automation import AutomationServer
 from worker.api.hosted import HostedAPI
 from worker.api.paging import PageTokens
-from worker.api.servicer import BrowsersServicer, SessionsServicer, WorkerServicer
+from worker.api.servicer import (
+    BrowsersServicer,
+    ProfilesServicer,
+    Servicers,
+    SessionsServicer,
+    WorkerServicer,
+)
 from worker.config import Config, ConfigError
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
@@ -50,7 +56,7 @@ log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = [
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("Browsers", "BrowserSessions", "Worker")
+    for name in ("Browsers", "BrowserSessions", "BrowserProfiles", "Worker")
 ]
 
 
@@ -97,8 +103,8 @@ class WorkerServer:
         self._serve_metrics()
         keys = self._access_keys()  # SigV4, for the HTTP API and the websockets
         public = await self._serve_automation(self.manager, keys or {})
-        browsers, sessions = await self._serve_grpc(self.manager, public)
-        await self._serve_http_api(browsers, sessions, keys)
+        servicers = await self._serve_grpc(self.manager, public)
+        await self._serve_http_api(servicers, keys)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         self._write_ready_file(public)
@@ -128,15 +134,17 @@ class WorkerServer:
         self.automation_port = await self._automation.start(host, port)
         return self.config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
 
-    async def _serve_grpc(
-        self, manager: SessionManager, public: str
-    ) -> tuple[BrowsersServicer, SessionsServicer]:
+    async def _serve_grpc(self, manager: SessionManager, public: str) -> Servicers:
         server = grpc.aio.server()
         tokens = PageTokens.for_state_dir(self.config.state_dir)
-        browsers = BrowsersServicer(manager, tokens)
-        sessions = SessionsServicer(manager, public, tokens)
-        pb_grpc.add_BrowsersServicer_to_server(browsers, server)
-        pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
+        servicers = Servicers(
+            BrowsersServicer(manager, tokens),
+            SessionsServicer(manager, public, tokens),
+            ProfilesServicer(manager, tokens),
+        )
+        pb_grpc.add_BrowsersServicer_to_server(servicers.browsers, server)
+        pb_grpc.add_BrowserSessionsServicer_to_server(servicers.sessions, server)
+        pb_grpc.add_BrowserProfilesServicer_to_server(servicers.profiles, server)
         pb_grpc.add_WorkerServicer_to_server(WorkerServicer(manager, self.worker_id), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -152,7 +160,7 @@ class WorkerServer:
             raise ConfigError(f"grpc_listen: cannot listen on {listen}")
         await server.start()
         self._grpc = server
-        return browsers, sessions
+        return servicers
 
     def _serve_metrics(self) -> None:
         if not self.config.metrics_listen:
@@ -184,12 +192,7 @@ class WorkerServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    async def _serve_http_api(
-        self,
-        browsers: BrowsersServicer,
-        sessions: SessionsServicer,
-        keys: dict[str, str] | None,
-    ) -> None:
+    async def _serve_http_api(self, servicers: Servicers, keys: dict[str, str] | None) -> None:
         """The hosted API over HTTP, on the same servicers as gRPC."""
         config = self.config
         if not config.http_api_listen:
@@ -197,7 +200,7 @@ class WorkerServer:
         if keys is not None and not keys:
             log.warning("http_api.no_keys", detail="every request will be refused")
         host, port = split_host_port(config.http_api_listen, "http_api_listen")
-        self._http_api = HostedAPI(browsers, sessions, keys)
+        self._http_api = HostedAPI(servicers, keys)
         self.http_api_port = await self._http_api.start(host, port)
 
     def _access_keys(self) -> dict[str, str] | None:

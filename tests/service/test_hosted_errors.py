@@ -72,3 +72,30 @@ async def test_a_duplicate_browser_name_is_a_conflict(open_worker: RunningWorker
     status, kind, body = await call(open_worker, "PUT", "/browsers", create)
     assert (status, kind) == (409, "ConflictException")
     assert body["message"] == "name: a browser named 'twice' already exists"
+
+
+async def test_hosted_operations_this_worker_lacks_are_named_as_unsupported(
+    open_worker: RunningWorker,
+) -> None:
+    # Operations of the stock models this worker does not serve: refused by
+    # name, never a 404 that reads like a missing resource.
+    for method, path, name in (
+        ("POST", "/runtimes/arn%3Aaws%3Aexample/invocations", "InvokeAgentRuntime"),
+        ("PUT", "/code-interpreters", "CreateCodeInterpreter"),
+        ("POST", "/memories/m1/events", "CreateEvent"),
+    ):
+        status, kind, body = await call(open_worker, method, path, {})
+        assert (status, kind) == (400, "ValidationException"), (path, body)
+        assert body["message"] == f"{name} is not supported by this worker"
+    status, kind, body = await call(open_worker, "GET", "/no/such/route")
+    assert (status, kind) == (404, "UnknownOperationException")
+    assert body["message"] == "no operation of the hosted API is GET /no/such/route"
+    # A refused field of a served operation names the field.
+    status, kind, body = await call(
+        open_worker,
+        "PUT",
+        "/browsers/aws.browser.v1/sessions/start",
+        {"extensions": [{"location": {"s3": {"bucket": "b", "prefix": "e.zip"}}}]},
+    )
+    assert (status, kind) == (400, "ValidationException")
+    assert body["message"] == "extensions: is not supported by this worker"

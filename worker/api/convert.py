@@ -17,7 +17,7 @@ from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions.manager import ARN_PREFIX
-from worker.sessions.model import BrowserConfig, SessionRecord
+from worker.sessions.model import BrowserConfig, ProfileRecord, SessionRecord
 
 FLAVOURS: dict[int, str] = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headless-shell"}
 FLAVOUR_PB: dict[str, Any] = {name: value for value, name in FLAVOURS.items()}
@@ -109,6 +109,26 @@ def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
         built_in=browser.built_in,
         execution_role_arn=browser.recording.role_arn,
     )
+
+
+PROFILE_ARN_PREFIX = "arn:aws:bedrock-agentcore:local:000000000000:browser-profile/"
+
+
+def profile_to_pb(profile: ProfileRecord) -> pb.BrowserProfile:
+    answer = pb.BrowserProfile(
+        profile_id=profile.profile_id,
+        profile_arn=PROFILE_ARN_PREFIX + profile.profile_id,
+        name=profile.name,
+        description=profile.description,
+        status=profile.status,
+        created_at=timestamp(profile.created_at),
+        last_updated_at=timestamp(profile.updated_at),
+        last_saved_browser_session_id=profile.saved_session_id,
+        last_saved_browser_id=profile.saved_browser_id,
+    )
+    if profile.saved_at:
+        answer.last_saved_at.CopyFrom(timestamp(profile.saved_at))
+    return answer
 
 
 def session_to_pb(

@@ -30,8 +30,8 @@ import structlog
 from aiohttp import web
 from google.protobuf.json_format import ParseDict, ParseError
 
+from worker.api import hosted_catalog, sigv4
 from worker.api import hosted_shapes as shapes
-from worker.api import sigv4
 from worker.api.servicer import InProcessContext
 from worker.errors import WorkerError
 from worker.pb import sandbox_pb2 as pb
@@ -55,7 +55,6 @@ ERRORS: dict[grpc.StatusCode, tuple[int, str]] = {
 # Hosted features this worker does not have: refused by name, not ignored.
 UNSUPPORTED = (
     "extensions",
-    "profileConfiguration",
     "enterprisePolicies",
     "filesystemConfigurations",
     "browserSigning",
@@ -101,14 +100,11 @@ Operation = Callable[["HostedAPI", Call], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class HostedAPI:
-    def __init__(
-        self,
-        browsers: Any,
-        sessions: Any,
-        keys: dict[str, str] | None,
-    ) -> None:
-        self.browsers = browsers  # the gRPC servicers, called in-process
-        self.sessions = sessions
+    def __init__(self, servicers: Any, keys: dict[str, str] | None) -> None:
+        # The gRPC servicers, called in-process.
+        self.browsers = servicers.browsers
+        self.sessions = servicers.sessions
+        self.profiles = servicers.profiles
         self._keys = keys  # None: no signature required
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -178,7 +174,12 @@ def _route(method: str, path: str) -> tuple[Operation, dict[str, str]]:
     for verb, pattern, operation in ROUTES:
         if verb == method and (match := pattern.fullmatch(path)):
             return operation, {k: unquote(v) for k, v in match.groupdict().items()}
-    raise Refused(404, "ResourceNotFoundException", f"no operation for {method} {path}")
+    name = hosted_catalog.operation(method, path)
+    if name:
+        raise Refused(400, "ValidationException", f"{name} is not supported by this worker")
+    raise Refused(
+        404, "UnknownOperationException", f"no operation of the hosted API is {method} {path}"
+    )
 
 
 def _query(raw: str) -> dict[str, str]:
@@ -356,7 +357,53 @@ async def delete_browser(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any
     return 202, shapes.pick(full, ("browserId", "status", "lastUpdatedAt"))
 
 
+async def create_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = dict(call.body)
+    values.pop("tags", None)  # accepted, not kept
+    request = _message(pb.CreateBrowserProfileRequest, values)
+    full = shapes.profile_json(await api.profiles.CreateBrowserProfile(request, call.context))
+    return 200, shapes.pick(full, ("profileId", "profileArn", "createdAt", "status"))
+
+
+async def get_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.GetBrowserProfileRequest(profile_id=call.path["profile"])
+    return 200, shapes.profile_json(await api.profiles.GetBrowserProfile(request, call.context))
+
+
+async def list_profiles(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.ListBrowserProfilesRequest(
+        max_results=_int(call.query, "maxResults") or 0,
+        next_token=call.query.get("nextToken", ""),
+        name=str(call.body.get("name", "")),
+    )
+    page = await api.profiles.ListBrowserProfiles(request, call.context)
+    items = [shapes.profile_json(p) for p in page.profile_summaries]
+    return 200, shapes.listing("profileSummaries", items, page)
+
+
+async def delete_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    request = pb.DeleteBrowserProfileRequest(
+        profile_id=call.path["profile"], client_token=call.query.get("clientToken", "")
+    )
+    full = shapes.profile_json(await api.profiles.DeleteBrowserProfile(request, call.context))
+    keys = ("profileId", "profileArn", "status", "lastUpdatedAt", "lastSavedAt")
+    return 200, shapes.pick(full, keys)
+
+
+async def save_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    values = {**call.body, "profileIdentifier": call.path["profile"]}
+    request = _message(pb.SaveBrowserSessionProfileRequest, values)
+    saved = await api.sessions.SaveBrowserSessionProfile(request, call.context)
+    return 200, {
+        "profileIdentifier": saved.profile_identifier,
+        "browserIdentifier": saved.browser_identifier,
+        "sessionId": saved.session_id,
+        "lastUpdatedAt": shapes.timestamp(saved.last_updated_at),
+    }
+
+
 _SESSIONS = r"/browsers/(?P<browser>[^/]+)/sessions"
+_PROFILE = r"/browser-profiles/(?P<profile>[^/]+)"
 ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [
     ("PUT", re.compile(_SESSIONS + "/start"), start_session),
     ("GET", re.compile(_SESSIONS + "/get"), get_session),
@@ -364,6 +411,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Operation]] = [
     ("PUT", re.compile(_SESSIONS + "/stop"), stop_session),
     ("PUT", re.compile(_SESSIONS + "/streams/update"), update_stream),
     ("POST", re.compile(_SESSIONS + "/invoke"), invoke_browser),
+    ("PUT", re.compile(_PROFILE + "/save"), save_profile),
+    ("PUT", re.compile("/browser-profiles"), create_profile),
+    ("POST", re.compile("/browser-profiles"), list_profiles),
+    ("GET", re.compile(_PROFILE), get_profile),
+    ("DELETE", re.compile(_PROFILE), delete_profile),
     ("PUT", re.compile("/browsers"), create_browser),
     ("POST", re.compile("/browsers"), list_browsers),
     ("GET", re.compile("/browsers/(?P<browser>[^/]+)"), get_browser),

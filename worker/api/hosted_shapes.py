@@ -92,6 +92,24 @@ def action_result(done: Any) -> dict[str, Any]:
     return {done.action: result}
 
 
+def profile_json(p: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "profileId": p.profile_id,
+        "profileArn": p.profile_arn,
+        "name": p.name,
+        "status": p.status,
+        "createdAt": timestamp(p.created_at),
+        "lastUpdatedAt": timestamp(p.last_updated_at),
+    }
+    if p.description:
+        answer["description"] = p.description
+    if p.HasField("last_saved_at"):
+        answer["lastSavedAt"] = timestamp(p.last_saved_at)
+        answer["lastSavedBrowserSessionId"] = p.last_saved_browser_session_id
+        answer["lastSavedBrowserId"] = p.last_saved_browser_id
+    return answer
+
+
 def pick(answer: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: answer[k] for k in keys if k in answer}
 

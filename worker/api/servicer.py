@@ -8,6 +8,7 @@ stack, secret or upstream text reaches a caller.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import secrets
@@ -131,6 +132,45 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         return browser
 
 
+class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
+    def __init__(self, manager: SessionManager, tokens: PageTokens) -> None:
+        self._manager = manager  # its metrics count each call
+        self._profiles = manager.profiles
+        self._tokens = tokens
+
+    @_rpc
+    async def CreateBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
+        name = validation.browser_name(request.name)
+        description = validation.description(request.description)
+        validation.client_token(request.client_token)
+        return convert.profile_to_pb(self._profiles.create(name, description))
+
+    @_rpc
+    async def GetBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
+        profile_id = validation.profile_id(request.profile_id, "profile_id")
+        return convert.profile_to_pb(self._profiles.get(profile_id))
+
+    @_rpc
+    async def ListBrowserProfiles(
+        self, request: Any, context: Any
+    ) -> pb.ListBrowserProfilesResponse:
+        limit = validation.max_results(request.max_results)
+        name = validation.browser_name(request.name) if request.name else ""
+        listing = f"profiles named {name}" if name else "profiles"
+        after = self._tokens.read(listing, request.next_token)
+        profiles, last = self._profiles.list(name, limit, after)
+        return pb.ListBrowserProfilesResponse(
+            profile_summaries=[convert.profile_to_pb(p) for p in profiles],
+            next_token=self._tokens.issue(listing, last),
+        )
+
+    @_rpc
+    async def DeleteBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
+        profile_id = validation.profile_id(request.profile_id, "profile_id")
+        validation.client_token(request.client_token)
+        return convert.profile_to_pb(self._profiles.delete(profile_id))
+
+
 class SessionsServicer(pb_grpc.BrowserSessionsServicer):
     def __init__(self, manager: SessionManager, endpoint_base: str, tokens: PageTokens) -> None:
         self._manager = manager
@@ -165,9 +205,35 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
                 request.proxy_configuration, request.HasField("proxy_configuration")
             ),
             certificate_arns=convert.certificate_arns("certificates", request.certificates),
+            profile_id=self._profile(request),
         )
         started = await self._manager.start_session(start)
         return self._to_pb(started.record, started.token)
+
+    @staticmethod
+    def _profile(request: Any) -> str:
+        if not request.HasField("profile_configuration"):
+            return ""
+        return validation.profile_id(
+            request.profile_configuration.profile_identifier,
+            "profile_configuration.profile_identifier",
+        )
+
+    @_rpc
+    async def SaveBrowserSessionProfile(
+        self, request: Any, context: Any
+    ) -> pb.SaveBrowserSessionProfileResponse:
+        profile_id = validation.profile_id(request.profile_identifier, "profile_identifier")
+        session_id = validation.session_id(request.session_id)
+        validation.client_token(request.client_token)
+        browser_id = self._browser(request)
+        saved = await self._manager.save_profile(profile_id, browser_id, session_id)
+        return pb.SaveBrowserSessionProfileResponse(
+            profile_identifier=profile_id,
+            browser_identifier=browser_id,
+            session_id=session_id,
+            last_updated_at=convert.timestamp(saved.updated_at),
+        )
 
     @_rpc
     async def GetBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
@@ -245,3 +311,12 @@ class WorkerServicer(pb_grpc.WorkerServicer):
             flavours=self._installed,
             worker_id=self._worker_id,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Servicers:
+    """What the gRPC server serves and the HTTP front end calls in-process."""
+
+    browsers: BrowsersServicer
+    sessions: SessionsServicer
+    profiles: ProfilesServicer

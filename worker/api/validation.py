@@ -53,6 +53,19 @@ def browser_name(name: str) -> str:
     return name
 
 
+PROFILE_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}-[a-zA-Z0-9]{10}")
+
+
+def profile_id(value: str, field: str) -> str:
+    _check(bool(value), field, "is required")
+    _check(
+        PROFILE_ID.fullmatch(value) is not None,
+        field,
+        "must be a profile id: NAME- plus 10 letters and digits",
+    )
+    return value
+
+
 def description(text: str) -> str:
     _check(len(text) <= 4096, "description", "must be at most 4096 characters")
     return text

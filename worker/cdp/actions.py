@@ -65,6 +65,8 @@ class Actor:
         self._browser = ""
         self._pages: dict[str, str] = {}  # target id -> our session on it, in attach order
         self.dialogs: dict[str, Dialog] = {}
+        self._origins: dict[str, str] = {}  # target id -> the origin its top frame shows
+        self.visited: set[str] = set()  # every http(s) origin a tab has shown
         self._opened: dict[str, asyncio.Future[None]] = {}  # a dialog opened mid-action
 
     async def open(self) -> None:
@@ -98,6 +100,18 @@ class Actor:
     def has_page(self, target_id: str) -> bool:
         return target_id in self._pages
 
+    @property
+    def browser_session(self) -> str:
+        return self._browser
+
+    def shown(self) -> dict[str, str]:
+        """Each origin a tab shows now, with our session on that tab."""
+        return {
+            origin: self._pages[target]
+            for target, origin in self._origins.items()
+            if target in self._pages and target not in self.dialogs
+        }
+
     # -- events
 
     def _on_browser_event(self, event: Message) -> None:
@@ -116,6 +130,7 @@ class Actor:
                 if ours == session:
                     del self._pages[target]
                     self.dialogs.pop(target, None)
+                    self._origins.pop(target, None)
                     self._conn.on_session_event(session, None)
 
     def _on_page_event(self, target: str, event: Message) -> None:
@@ -127,6 +142,16 @@ class Actor:
                 waiting.set_result(None)
         elif method == "Page.javascriptDialogClosed":
             self.dialogs.pop(target, None)
+        elif method == "Page.frameNavigated":
+            frame = params.get("frame") or {}
+            origin = str(frame.get("securityOrigin", ""))
+            if frame.get("parentId"):
+                return
+            if origin.startswith(("http://", "https://")):
+                self._origins[target] = origin
+                self.visited.add(origin)
+            else:
+                self._origins.pop(target, None)
 
     # -- actions
 

@@ -27,6 +27,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "sessions": pb_grpc.BrowserSessionsStub,
     "browsers": pb_grpc.BrowsersStub,
     "worker": pb_grpc.WorkerStub,
+    "profiles": pb_grpc.BrowserProfilesStub,
 }
 
 
@@ -63,6 +64,36 @@ def invoke_summary(a: Any) -> str:
     return line
 
 
+def profile_line(p: Any) -> str:
+    saved = p.last_saved_at.ToJsonString() if p.HasField("last_saved_at") else "never saved"
+    return f"{p.profile_id}  {p.status:<8} {saved}  {p.description}"
+
+
+def profile_list(a: Any) -> str:
+    lines = [profile_line(p) for p in a.profile_summaries] or ["(no profiles)"]
+    return "\n".join(lines) + (f"\nnext: {a.next_token}" if a.next_token else "")
+
+
+def _profile_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="PROFILE_ID")
+
+
+def _profile_create_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--description", default="")
+
+
+def _profile_list_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="")
+    parser.add_argument("--max-results", type=int, default=0)
+    parser.add_argument("--next-token", default="")
+
+
+def _profile_save_args(parser: argparse.ArgumentParser) -> None:
+    _profile_id(parser)
+    parser.add_argument("session", metavar="SESSION_ID")
+
+
 def browser_line(b: Any) -> str:
     return f"{b.browser_id}  {pb.BrowserFlavour.Name(b.flavour):<15} {b.description}"
 
@@ -86,6 +117,10 @@ def start_request(args: argparse.Namespace) -> Any:
         session_timeout_seconds=args.timeout,
         client_token=args.client_token,
     )
+    if args.profile:
+        request.profile_configuration.CopyFrom(
+            pb.ProfileConfiguration(profile_identifier=args.profile)
+        )
     if args.viewport:
         width, _, height = args.viewport.partition("x")
         if not (width.isdigit() and height.isdigit()):
@@ -150,6 +185,7 @@ def _start_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS")
     parser.add_argument("--viewport", metavar="WxH")
     parser.add_argument("--client-token", default="")
+    parser.add_argument("--profile", default="", metavar="PROFILE_ID", help="start with its state")
 
 
 def _list_args(parser: argparse.ArgumentParser) -> None:
@@ -246,6 +282,35 @@ COMMANDS = (
     Command(
         "browser", "delete", "browsers", "DeleteBrowser",
         lambda a: pb.DeleteBrowserRequest(browser_id=a.id), browser_line, _browser_id,
+    ),
+    Command(
+        "profile", "create", "profiles", "CreateBrowserProfile",
+        lambda a: pb.CreateBrowserProfileRequest(name=a.name, description=a.description),
+        profile_line, _profile_create_args,
+    ),
+    Command(
+        "profile", "get", "profiles", "GetBrowserProfile",
+        lambda a: pb.GetBrowserProfileRequest(profile_id=a.id), profile_line, _profile_id,
+    ),
+    Command(
+        "profile", "list", "profiles", "ListBrowserProfiles",
+        lambda a: pb.ListBrowserProfilesRequest(
+            name=a.name, max_results=a.max_results, next_token=a.next_token
+        ),
+        profile_list, _profile_list_args,
+    ),
+    Command(
+        "profile", "delete", "profiles", "DeleteBrowserProfile",
+        lambda a: pb.DeleteBrowserProfileRequest(profile_id=a.id), profile_line, _profile_id,
+    ),
+    Command(
+        "profile", "save", "sessions", "SaveBrowserSessionProfile",
+        lambda a: pb.SaveBrowserSessionProfileRequest(
+            profile_identifier=a.id, browser_identifier=a.browser, session_id=a.session
+        ),
+        lambda a: f"{a.profile_identifier} saved from {a.session_id}",
+        _profile_save_args, with_browser=True,
+        help="a session's cookies and local storage replace the profile's",
     ),
     Command(
         "", "status", "worker", "GetWorkerStatus",

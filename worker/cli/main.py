@@ -218,6 +218,9 @@ def _add_client_commands(
     groups = {
         "session": commands.add_parser("session", help="start, inspect and stop sessions"),
         "browser": commands.add_parser("browser", help="create and manage browsers"),
+        "profile": commands.add_parser(
+            "profile", help="browser profiles: saved cookies and local storage"
+        ),
     }
     verbs = {
         name: group.add_subparsers(metavar="VERB", required=True) for name, group in groups.items()

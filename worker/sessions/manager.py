@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import structlog
 
@@ -43,12 +44,14 @@ from worker.sessions.model import (
     WORKER_RESTARTED,
     WORKER_SHUTDOWN,
     BrowserConfig,
+    ProfileRecord,
     RecordingConfig,
     SessionRecord,
     Started,
     StartRequest,
 )
 from worker.sessions.pool import PooledBrowser, WarmPool
+from worker.sessions.profiles import ProfileCatalog
 from worker.sessions.registry import Registry
 from worker.sessions.session import Session
 from worker.sessions.store import Store
@@ -78,6 +81,7 @@ class SessionManager:
             config.warm_pool_sizes(), self.host, self.registry, config.start_timeout_s
         )
         self.browsers = BrowserCatalog(config, store, self.registry)
+        self.profiles = ProfileCatalog(config, store)
         # Without a cgroup per session, a memory limit is held by sampling.
         self.memory_budget = (
             MemoryBudget(config, self.host.metrics, lambda: list(self.live.values()))
@@ -182,6 +186,7 @@ class SessionManager:
                 start_secrets.proxy_authorizations(secrets, request.proxy),
                 start_secrets.certificates(secrets, browser, request),
             )
+        profile = self._profile_state(request.profile_id)
         pooled = self.pool.take(browser.flavour)
         if pooled is not None:
             session = self._claim(pooled, request, browser)
@@ -190,6 +195,7 @@ class SessionManager:
             self._check_capacity(make_room=True)  # again: others may have started
             session = self._new_session(request, browser, proxy_auth, certificates)
             bring_up = self._bring_up(session)
+        session.profile_state = profile
         session.requested_at = requested_at
         task = asyncio.ensure_future(bring_up)
         key = (request.browser_id, request.client_token)
@@ -205,6 +211,37 @@ class SessionManager:
                 task.add_done_callback(lambda _t: session.close_soon(STOPPED))
             raise
         return Started(started.record, started.token)
+
+    def _profile_state(self, profile_id: str) -> dict[str, Any] | None:
+        if not profile_id:
+            return None
+        try:
+            return self.profiles.state(profile_id)
+        except NotFound:
+            raise NotFound(
+                "profile_configuration.profile_identifier", f"no browser profile '{profile_id}'"
+            ) from None
+
+    async def save_profile(
+        self, profile_id: str, browser_id: str, session_id: str
+    ) -> ProfileRecord:
+        """SaveBrowserSessionProfile: the live session's state replaces the
+        profile's."""
+        self.profiles.get(profile_id)
+        self.find(browser_id, session_id)
+        live = self.live.get(session_id)
+        if live is None:
+            raise FailedPrecondition("session_id", f"session '{session_id}' is not READY")
+        state = await live.capture_profile()
+        saved = self.profiles.save(profile_id, state, session_id, browser_id)
+        live.log.info(
+            "session.profile_saved",
+            profile_id=profile_id,
+            cookies=len(state["cookies"]),
+            origins=len(state["localStorage"]),
+            bytes=saved.saved_bytes,
+        )
+        return saved
 
     def _check_capacity(self, make_room: bool = False) -> None:
         if self.in_use >= self.config.max_sessions:

@@ -60,6 +60,23 @@ class BrowserConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProfileRecord:
+    """A browser profile: what a session's cookies and local storage were
+    when it was last saved (the state itself is kept apart, encrypted)."""
+
+    profile_id: str
+    name: str
+    description: str
+    created_at: float
+    updated_at: float
+    saved_at: float = 0.0  # 0: never saved
+    saved_session_id: str = ""
+    saved_browser_id: str = ""
+    saved_bytes: int = 0
+    status: str = "READY"  # READY | DELETED
+
+
+@dataclasses.dataclass(frozen=True)
 class StartRequest:
     """A validated StartBrowserSession request."""
 
@@ -70,6 +87,7 @@ class StartRequest:
     client_token: str
     proxy: ProxyConfig | None = None
     certificate_arns: tuple[str, ...] = ()
+    profile_id: str = ""  # a browser profile whose state the session starts with
 
     def fingerprint(self) -> str:
         """What must match for a repeated clientToken to mean the same call."""
@@ -78,6 +96,7 @@ class StartRequest:
             f"{self.browser_id}|{self.name}|{self.timeout_s}|"
             f"{self.viewport.width}x{self.viewport.height}|{proxy}|"
             + ",".join(self.certificate_arns)
+            + f"|{self.profile_id}"
         )
 
 

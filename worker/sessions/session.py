@@ -36,10 +36,10 @@ from certstore.validate import CACertificate
 from recorder.recording import Recording
 from worker.browser import launcher
 from worker.browser.reaper import sweep
-from worker.cdp import CDPError
+from worker.cdp import CDPError, storage
 from worker.cdp.actions import Action, Actor, Result
 from worker.cdp.multiplexer import Multiplexer
-from worker.errors import Unavailable
+from worker.errors import FailedPrecondition, Unavailable
 from worker.network import netns
 from worker.network.routing import ProxyConfig
 from worker.sessions import session_recording, trust
@@ -92,6 +92,9 @@ class Session:
         self._listeners: list[Listener] = []
         self._memory_watch: asyncio.Task[None] | None = None
         self._actor: asyncio.Task[Actor] | None = None  # InvokeBrowser's hands
+        # A browser profile's cookies and local storage, put into the browser
+        # before any client or recording sees it; dropped once applied.
+        self.profile_state: dict[str, Any] | None = None
         self._focus = ""  # the tab last acted on by a client, viewer or action
         self._netns = -1  # a descriptor on the session's network namespace
         self.uid: int | None = None  # the browser's own user, when sandboxed
@@ -193,6 +196,10 @@ class Session:
         that never answers ends the session with START_FAILED.
         """
         await self.launch()
+        if self.profile_state:
+            await self._restore_profile()
+            if self.recording is not None and self.process is not None:
+                self.recording.attach(self.process.connection)
         self.activate()
 
     async def launch(self) -> None:
@@ -217,9 +224,10 @@ class Session:
             # 465 ms time to first page for a cold session beside a refill).
             self.process.lower_priority()
         self.record.pid = self.process.pid
-        if self.recording is not None:
+        if self.recording is not None and not self.profile_state:
             # Before any client can connect: every page is attached and
-            # injected from its first document on.
+            # injected from its first document on. (With a profile, once it
+            # is in: the recording never sees the profile's state.)
             self.recording.attach(self.process.connection)
         self.process.exited.add_done_callback(self._on_exit)
         self.ready = asyncio.ensure_future(
@@ -311,6 +319,40 @@ class Session:
             timeout += len(str(action.args.get("text", ""))) * TYPING_ALLOWANCE_S
         return await actor.perform(target, action, timeout)
 
+    async def capture_profile(self) -> dict[str, Any]:
+        """The browser's cookies and the local storage of every origin its
+        tabs show or showed (SaveBrowserSessionProfile)."""
+        if self._actor is None or self.process is None or not self.running:
+            raise FailedPrecondition("session_id", "the session's browser is not running")
+        actor = await asyncio.shield(self._actor)
+        return await storage.capture(
+            self.process.connection,
+            actor.browser_session,
+            actor.shown(),
+            actor.visited,
+            self._config.action_timeout_s,
+        )
+
+    async def _restore_profile(self) -> None:
+        """Put the profile's state in, through a browser-target session of
+        its own; waits for the browser's boot (its first answer)."""
+        assert self.process is not None and self.profile_state is not None
+        state, self.profile_state = self.profile_state, None
+        conn = self.process.connection
+        timeout = self._config.start_timeout_s
+        browser = str(
+            (await conn.call("Target.attachToBrowserTarget", None, None, timeout))["sessionId"]
+        )
+        try:
+            await storage.apply(conn, browser, state, timeout)
+        finally:
+            conn.send("Target.detachFromTarget", {"sessionId": browser}, None, lambda _r: None)
+        self.log.info(
+            "session.profile_restored",
+            cookies=len(state.get("cookies") or []),
+            origins=len(state.get("localStorage") or {}),
+        )
+
     def _watch_pages(self) -> None:
         """From the start, so a dialog that opens before the first action is
         one the action can answer (see worker/cdp/actions.py)."""
@@ -364,6 +406,8 @@ class Session:
         relay = self._host.relay
         if proxy is not None and relay is not None and self.proxy_port:
             await relay.update(self.session_id, proxy, list(proxy_auth))
+        if self.profile_state:
+            await self._restore_profile()
         if recording is not None and self.process is not None:
             # No client can reach the pooled browser before Start returns, and
             # its one page is still blank: recording misses nothing.

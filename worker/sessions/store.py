@@ -1,4 +1,5 @@
-"""The state file: browsers and sessions in one embedded SQLite database.
+"""The state file: browsers, sessions and browser profiles in one embedded
+SQLite database.
 
 Browsers persist so they survive restarts. Sessions persist so a worker that
 was SIGKILLed can find the browsers it left running (pid and directory are
@@ -9,6 +10,7 @@ millisecond, cheap enough to run on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -19,6 +21,7 @@ from worker.sessions.model import (
     STARTING,
     TERMINATED,
     BrowserConfig,
+    ProfileRecord,
     RecordingConfig,
     SessionRecord,
     Viewport,
@@ -41,6 +44,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_by_browser ON sessions (browser_id, session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (browser_id, client_token);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    profile_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    state BLOB
+);
 """
 
 
@@ -87,6 +96,52 @@ class Store:
 
     def delete_browser(self, browser_id: str) -> None:
         self._db.execute("DELETE FROM browsers WHERE browser_id = ?", (browser_id,))
+
+    # -- browser profiles (the state is sealed by the caller)
+
+    def put_profile(self, profile: ProfileRecord) -> None:
+        """Insert or update a profile's description, keeping its state."""
+        self._db.execute(
+            "INSERT INTO profiles (profile_id, name, body) VALUES (?, ?, ?)"
+            " ON CONFLICT (profile_id) DO UPDATE SET body = excluded.body",
+            (profile.profile_id, profile.name, json.dumps(dataclasses.asdict(profile))),
+        )
+
+    def get_profile(self, profile_id: str) -> ProfileRecord | None:
+        row = self._db.execute(
+            "SELECT body FROM profiles WHERE profile_id = ?", (profile_id,)
+        ).fetchone()
+        return ProfileRecord(**json.loads(row[0])) if row else None
+
+    def profile_name_taken(self, name: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM profiles WHERE name = ?", (name,)).fetchone()
+            is not None
+        )
+
+    def list_profiles(self, name: str, limit: int, after: str) -> list[ProfileRecord]:
+        query, args = "SELECT body FROM profiles WHERE profile_id > ?", [after]
+        if name:
+            query += " AND name = ?"
+            args.append(name)
+        rows = self._db.execute(query + " ORDER BY profile_id LIMIT ?", (*args, limit))
+        return [ProfileRecord(**json.loads(r[0])) for r in rows]
+
+    def put_profile_state(self, profile: ProfileRecord, sealed: bytes) -> None:
+        """A save: the record and its state replace the old ones together."""
+        self._db.execute(
+            "UPDATE profiles SET body = ?, state = ? WHERE profile_id = ?",
+            (json.dumps(dataclasses.asdict(profile)), sealed, profile.profile_id),
+        )
+
+    def get_profile_state(self, profile_id: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT state FROM profiles WHERE profile_id = ?", (profile_id,)
+        ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def delete_profile(self, profile_id: str) -> None:
+        self._db.execute("DELETE FROM profiles WHERE profile_id = ?", (profile_id,))
 
     # -- sessions
 
