@@ -39,7 +39,9 @@ def build(facts: dict[str, Any], end: dict[str, Any], batches: list[BatchInfo]) 
     if missing:
         reasons.append(f"sequence numbers missing: {missing[:10]}")
     event_count = sum(b.event_count for b in batches)
+    trace = {key: facts[key] for key in ("traceId", "traceParent") if facts.get(key)}
     return {
+        **trace,
         "formatVersion": FORMAT_VERSION,
         "sessionId": facts["sessionId"],
         "browserId": facts["browserId"],
@@ -58,3 +60,9 @@ def build(facts: dict[str, Any], end: dict[str, Any], batches: list[BatchInfo]) 
         "droppedEvents": int(end.get("droppedEvents", 0)),
         "batches": [b.to_dict() for b in batches],
     }
+
+
+def trace_fields(facts: dict[str, Any]) -> dict[str, str]:
+    """The caller's trace context among a session's facts, as log fields."""
+    pairs = (("trace_id", "traceId"), ("trace_parent", "traceParent"))
+    return {field: str(facts[key]) for field, key in pairs if facts.get(key)}

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from recorder import script
+from recorder import metadata, script
 from recorder.batch import BatchInfo, BatchWriter, WriteFailed, write_json
 from recorder.capture import CDP, Capture
 from recorder.spool import END, Destination, write_session
@@ -50,6 +50,7 @@ class Recording:
         limits: BatchLimits,
     ) -> None:
         self.session_id = session_id
+        self._trace = metadata.trace_fields(facts)  # on its log lines too
         self.directory = uploader.root / session_id
         self.destination = destination
         self._uploader = uploader
@@ -206,6 +207,7 @@ class Recording:
         log.info(
             "recording.ended",
             session_id=self.session_id,
+            **self._trace,
             events=self.stream.seq,
             page_events=capture.page_events if capture else 0,
             complete=not reasons,

@@ -339,6 +339,7 @@ class Uploader:
             log.info(
                 "recording.finished",
                 session_id=directory.name,
+                **metadata.trace_fields(facts),
                 events=document["eventCount"],
                 batches=len(batches),
                 complete=document["complete"],

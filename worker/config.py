@@ -60,6 +60,9 @@ class Config:
     # profile's saved state (cookies and local storage, as JSON).
     profile_key_file: Path | None = None
     profile_max_mb: int = 20
+    # Where OpenTelemetry spans of Start, Stop and profile saves go (OTLP over
+    # HTTP, e.g. http://collector:4318); empty: nowhere.
+    otlp_endpoint: str = ""
     # How long one InvokeBrowser action may take before it answers FAILED.
     action_timeout_s: float = 10.0
     watchdog_timeout_s: float = 15.0

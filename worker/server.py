@@ -25,14 +25,14 @@ import fcntl
 import json
 import os
 import signal
-from typing import IO
+from typing import IO, Any
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worker import ids
+from worker import ids, tracing
 from worker.api import sigv4
 from worker.api.automation import AutomationServer
 from worker.api.hosted import HostedAPI
@@ -89,10 +89,13 @@ class WorkerServer:
         self._health = health.aio.HealthServicer()
         self._stopped = False
         self._serving = False
+        self._spans: Any = None  # the OTLP exporter's provider, when configured
 
     async def start(self) -> None:
         """Each part in the order the next one needs it."""
         self._open_state()
+        if self.config.otlp_endpoint:
+            self._spans = tracing.install(self.config.otlp_endpoint, "sandbox-worker")
         # The relay runs from the start, so no proxied session waits for a
         # Python process to boot.
         self.relay = RelayControl(self.config.host_override_map())
@@ -258,6 +261,8 @@ class WorkerServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         await asyncio.to_thread(self.metrics.stop)
+        if self._spans is not None:
+            await asyncio.to_thread(self._spans.shutdown)  # flushes what is left
         # 5. The state: store, then the lock another worker may take.
         if self._store is not None:
             self._store.close()

@@ -248,8 +248,17 @@ def _error(refusal: Refused, request_id: str) -> web.Response:
 # ---------------------------------------------------------------- operations
 
 
+def _trace_headers(call: Call) -> dict[str, str]:
+    """The hosted API sends the trace context of Start, Stop and Save as headers."""
+    found = {
+        "traceId": call.headers.get("X-Amzn-Trace-Id", ""),
+        "traceParent": call.headers.get("traceparent", ""),
+    }
+    return {k: v for k, v in found.items() if v}
+
+
 async def start_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
-    values = {**call.body, "browserIdentifier": call.path["browser"]}
+    values = {**call.body, "browserIdentifier": call.path["browser"], **_trace_headers(call)}
     request = _message(pb.StartBrowserSessionRequest, values)
     s = await api.sessions.StartBrowserSession(request, call.context)
     full = shapes.session_json(s, s.streams.automation_stream.token)
@@ -274,10 +283,13 @@ async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
 
 
 async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
+    trace = _trace_headers(call)
     request = pb.StopBrowserSessionRequest(
         browser_identifier=call.path["browser"],
         session_id=call.query.get("sessionId", ""),
         client_token=str(call.body.get("clientToken", "")),
+        trace_id=trace.get("traceId", ""),
+        trace_parent=trace.get("traceParent", ""),
     )
     s = await api.sessions.StopBrowserSession(request, call.context)
     full = shapes.session_json(s)
@@ -391,7 +403,7 @@ async def delete_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any
 
 
 async def save_profile(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
-    values = {**call.body, "profileIdentifier": call.path["profile"]}
+    values = {**call.body, "profileIdentifier": call.path["profile"], **_trace_headers(call)}
     request = _message(pb.SaveBrowserSessionProfileRequest, values)
     saved = await api.sessions.SaveBrowserSessionProfile(request, call.context)
     return 200, {

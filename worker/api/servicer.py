@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from worker import __version__
+from worker import __version__, tracing
 from worker.api import convert, invoke, validation
 from worker.api.paging import PageTokens
 from worker.errors import Internal, InvalidArgument, WorkerError
@@ -188,6 +188,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
 
     @_rpc
     async def StartBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
+        trace = validation.trace_context(request)
         config = self._manager.config
         default_viewport = Viewport(config.default_viewport_width, config.default_viewport_height)
         start = StartRequest(
@@ -206,8 +207,11 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             ),
             certificate_arns=convert.certificate_arns("certificates", request.certificates),
             profile_id=self._profile(request),
+            **trace.fields(),
         )
-        started = await self._manager.start_session(start)
+        with tracing.span("StartBrowserSession", trace, browser_id=start.browser_id) as span:
+            started = await self._manager.start_session(start)
+            span.set_attribute("session_id", started.record.session_id)
         return self._to_pb(started.record, started.token)
 
     @staticmethod
@@ -226,8 +230,12 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         profile_id = validation.profile_id(request.profile_identifier, "profile_identifier")
         session_id = validation.session_id(request.session_id)
         validation.client_token(request.client_token)
+        trace = validation.trace_context(request)
         browser_id = self._browser(request)
-        saved = await self._manager.save_profile(profile_id, browser_id, session_id)
+        with tracing.span(
+            "SaveBrowserSessionProfile", trace, profile_id=profile_id, session_id=session_id
+        ):
+            saved = await self._manager.save_profile(profile_id, browser_id, session_id)
         return pb.SaveBrowserSessionProfileResponse(
             profile_identifier=profile_id,
             browser_identifier=browser_id,
@@ -260,7 +268,12 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
     async def StopBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
         session_id = validation.session_id(request.session_id)
         validation.client_token(request.client_token)
-        record = await self._manager.stop_session(self._browser(request), session_id)
+        trace = validation.trace_context(request)
+        browser_id = self._browser(request)
+        with tracing.span(
+            "StopBrowserSession", trace, browser_id=browser_id, session_id=session_id
+        ):
+            record = await self._manager.stop_session(browser_id, session_id)
         return self._to_pb(record)
 
     @_rpc

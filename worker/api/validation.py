@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import idna
 
+from worker import tracing
 from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig, ProxyServer, normalise_pattern
 from worker.sessions import secret_resolver
@@ -51,6 +53,15 @@ def browser_name(name: str) -> str:
         "must start with a letter and hold only letters, digits and '_' (at most 48)",
     )
     return name
+
+
+def trace_context(request: Any) -> tracing.TraceContext:
+    """The caller's trace context (trace_id, trace_parent) of a request."""
+    checked = tracing.check(request.trace_id, request.trace_parent)
+    if isinstance(checked, str):
+        field, _, reason = checked.partition(": ")
+        raise InvalidArgument(field, reason)
+    return checked
 
 
 PROFILE_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}-[a-zA-Z0-9]{10}")

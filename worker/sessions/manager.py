@@ -346,6 +346,8 @@ class SessionManager:
             session_dir=str(self.config.sessions_dir / session_id),
             proxy=request.proxy.to_dict() if request.proxy else None,
             certificate_arns=[*browser.certificate_arns, *request.certificate_arns],
+            trace_id=request.trace_id,
+            trace_parent=request.trace_parent,
         )
 
     async def _bring_up(self, session: Session) -> Session:

@@ -88,6 +88,8 @@ class StartRequest:
     proxy: ProxyConfig | None = None
     certificate_arns: tuple[str, ...] = ()
     profile_id: str = ""  # a browser profile whose state the session starts with
+    trace_id: str = ""  # the caller's trace context, carried on logs and metadata
+    trace_parent: str = ""
 
     def fingerprint(self) -> str:
         """What must match for a repeated clientToken to mean the same call."""
@@ -125,6 +127,9 @@ class SessionRecord:
     certificate_arns: list[str] = dataclasses.field(default_factory=list)
     # The recording's folder URI, when the browser records.
     replay_artifact: str = ""
+    # The caller's trace context at Start (X-Amzn-Trace-Id, traceparent).
+    trace_id: str = ""
+    trace_parent: str = ""
 
     @property
     def proxy_config(self) -> ProxyConfig | None:

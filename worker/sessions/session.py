@@ -61,6 +61,9 @@ log = structlog.get_logger(__name__)
 CLOSE_CODES = {BROWSER_EXITED: 1011, OUT_OF_MEMORY: 1011}
 # Endings where the browser died under the session: its log says why.
 CRASHES = (BROWSER_EXITED, START_FAILED, BROWSER_UNRESPONSIVE, OUT_OF_MEMORY)
+# How long after a browser's first answer its pages start being watched for
+# dialogs (bench/cold_start.py: watching at once cost full Chromium 3-5%).
+WATCH_PAGES_AFTER_S = 0.1
 # What a typed character adds to an action's time limit (bench/invoke.py
 # measured ~1 ms a character).
 TYPING_ALLOWANCE_S = 0.003
@@ -112,6 +115,13 @@ class Session:
         self._close_task: asyncio.Task[None] | None = None
         self._down = asyncio.Event()  # the browser has exited (close under way)
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
+        self.trace(record)
+
+    def trace(self, record: SessionRecord) -> None:
+        """Carry the caller's trace context on every log line of the session."""
+        pairs = (("trace_id", record.trace_id), ("trace_parent", record.trace_parent))
+        if context := {k: v for k, v in pairs if v}:
+            self.log = self.log.bind(**context)
 
     @property
     def session_id(self) -> str:
@@ -304,11 +314,9 @@ class Session:
     async def invoke(self, action: Action) -> Result:
         """Do one action on the tab the session shows: the one last acted on,
         else the newest (new tabs come to the front)."""
-        if self._actor is None or self.process is None:
-            return Result(False, "the session's browser is not running")
         try:
-            actor = await asyncio.shield(self._actor)
-        except CDPError as exc:
+            actor = await self._hands()
+        except (CDPError, TimeoutError) as exc:
             return Result(False, f"the session's browser did not answer: {exc}")
         target = self._focus if actor.has_page(self._focus) else actor.newest_page()
         if target:
@@ -322,9 +330,11 @@ class Session:
     async def capture_profile(self) -> dict[str, Any]:
         """The browser's cookies and the local storage of every origin its
         tabs show or showed (SaveBrowserSessionProfile)."""
-        if self._actor is None or self.process is None or not self.running:
-            raise FailedPrecondition("session_id", "the session's browser is not running")
-        actor = await asyncio.shield(self._actor)
+        try:
+            actor = await self._hands()
+        except (CDPError, TimeoutError):
+            raise FailedPrecondition("session_id", "the session's browser is not running") from None
+        assert self.process is not None
         return await storage.capture(
             self.process.connection,
             actor.browser_session,
@@ -356,7 +366,8 @@ class Session:
     def _watch_pages(self) -> None:
         """From the start, so a dialog that opens before the first action is
         one the action can answer (see worker/cdp/actions.py)."""
-        assert self.process is not None
+        if self._actor is not None or self.process is None or self._close_task is not None:
+            return
         actor = Actor(self.process.connection)
 
         async def opened() -> Actor:
@@ -365,10 +376,29 @@ class Session:
 
         self._actor = asyncio.ensure_future(opened())
 
+    def _watch_pages_once_up(self, ready: asyncio.Future[str]) -> None:
+        if not ready.cancelled() and ready.exception() is None:
+            # A moment after the first answer: a client's first commands
+            # (its connect, its first page) do not queue behind ours.
+            asyncio.get_running_loop().call_later(WATCH_PAGES_AFTER_S, self._watch_pages)
+
+    async def _hands(self) -> Actor:
+        """The session's actor, once its browser has answered."""
+        if self._actor is None and self.ready is not None and self.running:
+            await asyncio.shield(self.ready)
+            self._watch_pages()
+        if self._actor is None:
+            raise CDPError("the session's browser is not running", -32000)
+        return await asyncio.shield(self._actor)
+
     def activate(self) -> None:
         """The session is READY: persisted, and its timeout running."""
         self.claimed = True
-        if self.process is not None and self._actor is None:
+        ready = self.ready
+        if ready is not None and not ready.done():
+            # After the browser's first answer: the boot is not shared with it.
+            ready.add_done_callback(self._watch_pages_once_up)
+        elif self.process is not None:
             self._watch_pages()
         self.record.status = READY
         self.record.updated_at = time.time()
@@ -387,6 +417,7 @@ class Session:
         record.pid, record.flavour = self.record.pid, self.record.flavour
         self.record, self.token = record, token
         self.log = log.bind(session_id=record.session_id, browser_id=record.browser_id)
+        self.trace(record)
 
     async def take_over(
         self,

@@ -63,6 +63,10 @@ def start(recorder: Recorder, browser: BrowserConfig, record: SessionRecord) -> 
         "flavour": record.flavour,
         "viewport": {"width": record.viewport.width, "height": record.viewport.height},
     }
+    if record.trace_id:
+        facts["traceId"] = record.trace_id
+    if record.trace_parent:
+        facts["traceParent"] = record.trace_parent
     return recorder.new(record.session_id, destination, facts)
 
 
