@@ -57,6 +57,20 @@ async def ended(worker: RunningWorker, session_id: str, browser: str) -> Any:
     return got if got.status == pb.TERMINATED else None
 
 
+async def eat_until_ended(
+    worker: RunningWorker, page: Any, script: str, greedy: Any, browser: str
+) -> tuple[Any, float]:
+    """Run `script` in the greedy session's page until the session has
+    ended; returns its answer and the seconds it took. The evaluate may
+    never answer: the page dies under it."""
+    began = time.monotonic()
+    eat = asyncio.ensure_future(page.evaluate(script))
+    eat.add_done_callback(lambda f: f.cancelled() or f.exception())
+    got = await eventually(lambda: ended(worker, greedy.session_id, browser), timeout=60)
+    eat.cancel()
+    return got, time.monotonic() - began
+
+
 @needs_cgroups
 async def test_a_page_that_exhausts_memory_ends_only_its_own_session(tmp_path: Path) -> None:
     config = make_config(tmp_path, session_memory_mb=768)
@@ -72,15 +86,7 @@ async def test_a_page_that_exhausts_memory_ends_only_its_own_session(tmp_path: P
             await calm.goto("data:text/html,<p id=p>still here")
             async with connected_page(greedy) as page:
                 await page.goto("data:text/html,<p>hungry")
-                # The evaluate may never answer: the page dies under it.
-                began = time.monotonic()
-                eat = asyncio.ensure_future(page.evaluate(EAT_MEMORY))
-                eat.add_done_callback(lambda f: f.cancelled() or f.exception())
-                got = await eventually(
-                    lambda: ended(worker, greedy.session_id, browser), timeout=60
-                )
-                eat.cancel()
-                took = time.monotonic() - began
+                got, took = await eat_until_ended(worker, page, EAT_MEMORY, greedy, browser)
             assert got.termination_reason == pb.OUT_OF_MEMORY
             # The other session never noticed.
             assert await calm.inner_text("#p") == "still here"
@@ -176,14 +182,9 @@ async def test_without_cgroups_the_watch_ends_a_session_over_its_memory_budget(
                 await asyncio.sleep(2)
                 assert (await worker.get(greedy.session_id, browser)).status == pb.READY
                 quiet = sample_cost(manager.metrics)
-                began = time.monotonic()
-                eat = asyncio.ensure_future(page.evaluate(EAT_MEMORY_STEADILY))
-                eat.add_done_callback(lambda f: f.cancelled() or f.exception())
-                got = await eventually(
-                    lambda: ended(worker, greedy.session_id, browser), timeout=60
+                got, took = await eat_until_ended(
+                    worker, page, EAT_MEMORY_STEADILY, greedy, browser
                 )
-                eat.cancel()
-                took = time.monotonic() - began
             assert got.termination_reason == pb.OUT_OF_MEMORY
             assert await calm.inner_text("#p") == "still here"
             assert (await worker.get(bystander.session_id)).status == pb.READY

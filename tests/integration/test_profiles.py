@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from helpers.daemon import cli, daemon
 from helpers.hosted import client, keys_file
 from helpers.waits import eventually
 from helpers.workers import RunningWorker, make_config, running_worker
+from worker.cli.loopback import serving
 
 pytestmark = pytest.mark.integration
 
@@ -60,28 +60,16 @@ class Site(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def serving(host: str) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer((host, 0), Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def site() -> Iterator[str]:
-    with serving("127.0.0.1") as url:
+    with serving(Site) as url:
         yield url
 
 
 @pytest.fixture
 def shop() -> Iterator[str]:
     """Another origin, on another loopback address (cookies ignore ports)."""
-    with serving("127.0.0.2") as url:
+    with serving(Site, "127.0.0.2") as url:
         yield url
 
 
@@ -101,9 +89,15 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
 
 @contextlib.asynccontextmanager
 async def first_page(started: dict[str, Any]) -> AsyncIterator[Any]:
-    endpoint = started["streams"]["automationStream"]["streamEndpoint"]
+    """A new page in a started session: from the HTTP API's answer (the token
+    in the endpoint) or the CLI's (the token beside it)."""
+    stream = started["streams"]["automationStream"]
+    token = stream.get("token")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.connect_over_cdp(endpoint)
+        browser = await playwright.chromium.connect_over_cdp(
+            stream["streamEndpoint"], headers=headers
+        )
         yield await browser.contexts[0].new_page()
         await browser.close()
 
@@ -209,28 +203,16 @@ async def test_the_cli_saves_and_starts_with_a_profile_and_no_log_line_holds_it(
         target = info["grpc"]
         profile = cli(target, "profile", "create", "from_cli")["profileId"]
         first = cli(target, "session", "start")
-        stream = first["streams"]["automationStream"]
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.connect_over_cdp(
-                stream["streamEndpoint"], headers={"Authorization": f"Bearer {stream['token']}"}
-            )
-            page = await browser.contexts[0].new_page()
+        async with first_page(first) as page:
             await page.goto(f"{site}/login")
             saved = cli(target, "profile", "save", profile, first["sessionId"])
             assert saved["profileIdentifier"] == profile
-            await browser.close()
         listed = cli(target, "profile", "list", "--name", "from_cli")["profileSummaries"]
         assert [p["profileId"] for p in listed] == [profile] and listed[0]["lastSavedAt"]
         second = cli(target, "session", "start", "--profile", profile)
-        stream = second["streams"]["automationStream"]
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.connect_over_cdp(
-                stream["streamEndpoint"], headers={"Authorization": f"Bearer {stream['token']}"}
-            )
-            page = await browser.contexts[0].new_page()
+        async with first_page(second) as page:
             await page.goto(f"{site}/whoami")
             assert SECRET_SID in await page.inner_text("#server")
-            await browser.close()
         cli(target, "profile", "delete", profile)
     logs = (tmp_path / "daemon.log").read_text()
     assert "session.profile_saved" in logs and "session.profile_restored" in logs

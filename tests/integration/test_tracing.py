@@ -9,7 +9,6 @@ import contextlib
 import http.server
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from helpers.daemon import cli, daemon
 from helpers.hosted import client, keys_file
 from helpers.workers import make_config, running_worker
+from worker.cli.loopback import serving
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
@@ -51,13 +51,8 @@ def collector() -> Iterator[tuple[str, list[Any]]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", spans
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Receiver) as url:
+        yield url, spans
 
 
 def test_start_and_stop_spans_are_children_of_the_callers_trace(tmp_path: Path) -> None:

@@ -31,14 +31,15 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(handler: Any) -> Iterator[str]:
-    """Serve with `handler` (a request handler class or factory) until the
-    block ends; yields the base URL, without a trailing slash."""
-    server = _Server(("127.0.0.1", 0), handler)
+def serving(handler: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve with `handler` (a request handler class or factory) on `host`
+    (a loopback address) until the block ends; yields the base URL, without
+    a trailing slash."""
+    server = _Server((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
