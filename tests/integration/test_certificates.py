@@ -22,6 +22,7 @@ from playwright.async_api import Page
 
 from helpers.requests import certificates
 from helpers.upstreams import Interceptor, SecretsManager, TLSOrigin, tls_serving, unique_path
+from helpers.waits import eventually
 from helpers.workers import RunningWorker, browser_root, session_page, session_processes
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions.model import RecordingConfig
@@ -204,7 +205,10 @@ async def test_other_clients_in_the_session_get_a_bundle_with_its_cas(
     worker: RunningWorker, tls_origin: TLSOrigin
 ) -> None:
     started = await worker.start(certificates=certificates("file:origin-ca"))
-    pids = session_processes(worker.config.state_dir, started.session_id)
+    # Start returns at the spawn: the browser names its tree once exec'd.
+    pids = await eventually(
+        lambda: session_processes(worker.config.state_dir, started.session_id), timeout=10
+    )
     env = environment_of(pids[0])
     assert env["SSL_CERT_FILE"] == env["NODE_EXTRA_CA_CERTS"]
     pem = await asyncio.to_thread(Path(env["SSL_CERT_FILE"]).read_bytes)
