@@ -164,6 +164,11 @@ class Config:
     # default, which honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
     s3_endpoint_url: str = ""
     sts_endpoint_url: str = ""
+    # Extensions and policy files a Start names are read from S3 with the
+    # worker's credentials (seconds per attempt), and kept on disk under
+    # <state_dir>/s3-cache up to this size, by version or ETag.
+    s3_object_timeout_s: float = 10.0
+    s3_object_cache_mb: int = 512
     # The hosted API over HTTP (for boto3's bedrock-agentcore clients);
     # empty: not served. Requests must carry a SigV4 signature made with a
     # key in http_api_keys_file (a JSON object: access key id -> secret),
@@ -215,6 +220,8 @@ class Config:
             raise ConfigError("session_memory_mb, session_cpus: must not be negative")
         if 0 < self.session_memory_mb < 64:
             raise ConfigError("session_memory_mb: below 64 MiB no browser starts")
+        if self.s3_object_cache_mb < 10:
+            raise ConfigError("s3_object_cache_mb: must hold one extension (at least 10)")
         if not 1 <= self.profile_max_mb <= 1024:
             raise ConfigError("profile_max_mb: must be from 1 to 1024")
         if self.session_limits not in ("auto", "cgroup", "sampled"):
@@ -231,6 +238,7 @@ class Config:
             "kill_timeout_s",
             "secret_timeout_s",
             "action_timeout_s",
+            "s3_object_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")

@@ -5,12 +5,15 @@ signing with SigV4, their calls run in a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from playwright.async_api import async_playwright
 
 from helpers.workers import RunningWorker
 
@@ -52,3 +55,18 @@ def client(worker: RunningWorker, service: str, secret: str = SECRET) -> Any:
             config=BotoConfig(retries={"max_attempts": 1}),
         )
     )
+
+
+@contextlib.asynccontextmanager
+async def first_page(started: dict[str, Any]) -> AsyncIterator[Any]:
+    """A new page in a started session: from the HTTP API's answer (the token
+    in the endpoint) or the CLI's (the token beside it)."""
+    stream = started["streams"]["automationStream"]
+    token = stream.get("token")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.connect_over_cdp(
+            stream["streamEndpoint"], headers=headers
+        )
+        yield await browser.contexts[0].new_page()
+        await browser.close()

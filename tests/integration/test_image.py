@@ -37,6 +37,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from helpers.addons import extension_pb, marker_extension, policy_pb, put
 from helpers.faults import EAT_MEMORY_STEADILY
 from helpers.manifests import render_with, worker_pod
 from helpers.upstreams import SecretsManager, free_port, unique_path
@@ -306,6 +307,25 @@ async def test_the_image_runs_under_the_manifests_settings_and_drains_on_sigterm
     assert any("chromium" in args for _, _, args in lines), processes
     meta = await eventually(lambda: metadata(moto, bucket, started.session_id), timeout=30)
     assert meta["complete"] is True and meta["terminationReason"] == "STOPPED"
+
+    # An extension from S3 loads in the image's Chromium; policies need a
+    # mount namespace, which this pod (no capabilities) cannot make.
+    location = put(moto, bucket, "marker.zip", marker_extension())
+    marked = await sessions.StartBrowserSession(
+        pb.StartBrowserSessionRequest(extensions=[extension_pb(location)])
+    )
+    async with connected_page(marked) as page:
+        await page.goto(f"{web}/index.html")
+        assert await page.title() == "marked: sandbox test page"
+    await sessions.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=marked.session_id))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await sessions.StartBrowserSession(
+            pb.StartBrowserSessionRequest(
+                enterprise_policies=[policy_pb({"bucket": bucket, "prefix": "p.json"}, "MANAGED")]
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot give a browser policies of its own" in refused.value.details()
 
     scrape = f"http://127.0.0.1:{running.ports['metrics']}/metrics"
     text = await asyncio.to_thread(lambda: urllib.request.urlopen(scrape, timeout=5).read())

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from botocore.exceptions import ClientError
-from playwright.async_api import async_playwright
 
 from helpers.daemon import cli, daemon
-from helpers.hosted import client, keys_file
+from helpers.hosted import client, first_page, keys_file
 from helpers.waits import eventually
 from helpers.workers import RunningWorker, make_config, running_worker
 from worker.cli.loopback import serving
@@ -85,21 +84,6 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             assert manager is not None
             await eventually(lambda: manager.pool.count == 2, timeout=30)
         yield running
-
-
-@contextlib.asynccontextmanager
-async def first_page(started: dict[str, Any]) -> AsyncIterator[Any]:
-    """A new page in a started session: from the HTTP API's answer (the token
-    in the endpoint) or the CLI's (the token beside it)."""
-    stream = started["streams"]["automationStream"]
-    token = stream.get("token")
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.connect_over_cdp(
-            stream["streamEndpoint"], headers=headers
-        )
-        yield await browser.contexts[0].new_page()
-        await browser.close()
 
 
 async def whoami(data: Any, site: str, **start: Any) -> tuple[str, str]:

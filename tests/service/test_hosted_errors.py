@@ -95,7 +95,7 @@ async def test_hosted_operations_this_worker_lacks_are_named_as_unsupported(
         open_worker,
         "PUT",
         "/browsers/aws.browser.v1/sessions/start",
-        {"extensions": [{"location": {"s3": {"bucket": "b", "prefix": "e.zip"}}}]},
+        {"filesystemConfigurations": [{"s3": {"bucket": "b", "prefix": "files/"}}]},
     )
     assert (status, kind) == (400, "ValidationException")
-    assert body["message"] == "extensions: is not supported by this worker"
+    assert body["message"] == "filesystemConfigurations: is not supported by this worker"

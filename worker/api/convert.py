@@ -17,7 +17,13 @@ from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions.manager import ARN_PREFIX
-from worker.sessions.model import BrowserConfig, ProfileRecord, SessionRecord
+from worker.sessions.model import (
+    BrowserConfig,
+    PolicyFile,
+    ProfileRecord,
+    S3Object,
+    SessionRecord,
+)
 
 FLAVOURS: dict[int, str] = {pb.CHROMIUM: "chromium", pb.HEADLESS_SHELL: "headless-shell"}
 FLAVOUR_PB: dict[str, Any] = {name: value for value, name in FLAVOURS.items()}
@@ -52,6 +58,34 @@ def certificate_arns(field: str, certificates: Any) -> tuple[str, ...]:
     return validation.certificate_arns(
         field, [c.location.secrets_manager.secret_arn for c in certificates]
     )
+
+
+def _location(message: Any) -> tuple[str, str, str]:
+    s3 = message.location.s3
+    return s3.bucket, s3.prefix, s3.version_id
+
+
+def extensions_from_pb(messages: Any) -> tuple[S3Object, ...]:
+    return validation.extensions([_location(m) for m in messages])
+
+
+def policies_from_pb(field: str, messages: Any) -> tuple[PolicyFile, ...]:
+    files = [(pb.PolicyType.Name(m.type), _location(m)) for m in messages]
+    return validation.policy_files(field, files)
+
+
+def _resource(obj: S3Object) -> pb.ResourceLocation:
+    return pb.ResourceLocation(
+        s3=pb.S3Location(bucket=obj.bucket, prefix=obj.key, version_id=obj.version_id)
+    )
+
+
+def extensions_to_pb(objects: Sequence[S3Object]) -> list[pb.BrowserExtension]:
+    return [pb.BrowserExtension(location=_resource(obj)) for obj in objects]
+
+
+def policies_to_pb(files: Sequence[PolicyFile]) -> list[pb.EnterprisePolicy]:
+    return [pb.EnterprisePolicy(location=_resource(f.location), type=f.kind) for f in files]
 
 
 def proxy_from_pb(message: Any, present: bool) -> ProxyConfig | None:
@@ -108,6 +142,7 @@ def browser_to_pb(browser: BrowserConfig) -> pb.Browser:
         last_updated_at=timestamp(browser.updated_at),
         built_in=browser.built_in,
         execution_role_arn=browser.recording.role_arn,
+        enterprise_policies=policies_to_pb(browser.policies),
     )
 
 
@@ -159,7 +194,11 @@ def session_to_pb(
         flavour=FLAVOUR_PB[record.flavour],
         certificates=certificates_to_pb(record.certificate_arns),
         session_replay_artifact=record.replay_artifact,
+        extensions=extensions_to_pb([S3Object(**e) for e in record.extensions]),
+        enterprise_policies=policies_to_pb([PolicyFile.from_dict(p) for p in record.policies]),
     )
+    if record.profile_id:
+        message.profile_configuration.profile_identifier = record.profile_id
     proxy = record.proxy_config
     if proxy is not None:
         message.proxy_configuration.CopyFrom(proxy_to_pb(proxy))

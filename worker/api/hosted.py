@@ -54,8 +54,6 @@ ERRORS: dict[grpc.StatusCode, tuple[int, str]] = {
 
 # Hosted features this worker does not have: refused by name, not ignored.
 UNSUPPORTED = (
-    "extensions",
-    "enterprisePolicies",
     "filesystemConfigurations",
     "browserSigning",
 )

@@ -51,7 +51,20 @@ def session_json(s: Any, token: str = "") -> dict[str, Any]:
         answer["certificates"] = [plain(c) for c in s.certificates]
     if s.session_replay_artifact:
         answer["sessionReplayArtifact"] = s.session_replay_artifact
+    _add_objects(answer, s)
+    if s.HasField("profile_configuration"):
+        answer["profileConfiguration"] = plain(s.profile_configuration)
     return answer
+
+
+def _add_objects(answer: dict[str, Any], message: Any) -> None:
+    """Extensions and policy files as the hosted API spells them."""
+    for name, values in (
+        ("extensions", getattr(message, "extensions", ())),
+        ("enterprisePolicies", message.enterprise_policies),
+    ):
+        if values:
+            answer[name] = [plain(v) for v in values]
 
 
 BROWSER_STATUS = {pb.BROWSER_READY: "READY", pb.BROWSER_DELETED: "DELETED"}
@@ -79,6 +92,7 @@ def browser_json(b: Any) -> dict[str, Any]:
         answer["executionRoleArn"] = b.execution_role_arn
     if b.certificates:
         answer["certificates"] = [plain(c) for c in b.certificates]
+    _add_objects(answer, b)
     return answer
 
 

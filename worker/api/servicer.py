@@ -101,8 +101,11 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
             rec.enabled, rec.s3_location.bucket, rec.s3_location.prefix, request.execution_role_arn
         )
         arns = convert.certificate_arns("certificates", request.certificates)
+        policies = convert.policies_from_pb("enterprise_policies", request.enterprise_policies)
         validation.client_token(request.client_token)
-        browser = await self._manager.create_browser(name, description, flavour, recording, arns)
+        browser = await self._manager.create_browser(
+            name, description, flavour, recording, arns, policies
+        )
         return convert.browser_to_pb(browser)
 
     @_rpc
@@ -207,6 +210,8 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             ),
             certificate_arns=convert.certificate_arns("certificates", request.certificates),
             profile_id=self._profile(request),
+            extensions=convert.extensions_from_pb(request.extensions),
+            policies=convert.policies_from_pb("enterprise_policies", request.enterprise_policies),
             **trace.fields(),
         )
         with tracing.span("StartBrowserSession", trace, browser_id=start.browser_id) as span:

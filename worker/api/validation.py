@@ -16,7 +16,14 @@ from worker import tracing
 from worker.errors import InvalidArgument
 from worker.network.routing import ProxyConfig, ProxyServer, normalise_pattern
 from worker.sessions import secret_resolver
-from worker.sessions.model import RecordingConfig, Viewport
+from worker.sessions.model import (
+    MANAGED,
+    RECOMMENDED,
+    PolicyFile,
+    RecordingConfig,
+    S3Object,
+    Viewport,
+)
 
 BROWSER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,47}")
 BROWSER_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,47}(-[a-zA-Z0-9]{10})?")
@@ -100,6 +107,52 @@ def recording(enabled: bool, bucket: str, prefix: str, role_arn: str = "") -> Re
     _check(len(prefix) <= 1024, "recording.s3_location.prefix", "must be at most 1024 characters")
     _check(_printable(prefix), "recording.s3_location.prefix", "must be printable text")
     return RecordingConfig(True, bucket, prefix.strip("/"), role_arn)
+
+
+MAX_EXTENSIONS = 10
+MAX_POLICY_FILES = 10
+
+
+def s3_object(field: str, bucket: str, key: str, version_id: str) -> S3Object:
+    """An object's location (`prefix` is its key, as in the hosted API)."""
+    _check(
+        S3_BUCKET.fullmatch(bucket) is not None,
+        f"{field}.bucket",
+        "must be a valid S3 bucket name (3-63 lower-case letters, digits, '.' and '-')",
+    )
+    _check(1 <= len(key) <= 1024, f"{field}.prefix", "must be an object key of 1-1024 characters")
+    _check(_printable(key), f"{field}.prefix", "must be printable text")
+    _check(len(version_id) <= 1024, f"{field}.version_id", "must be at most 1024 characters")
+    _check(_printable(version_id), f"{field}.version_id", "must be printable text")
+    return S3Object(bucket, key, version_id)
+
+
+def extensions(locations: Sequence[tuple[str, str, str]]) -> tuple[S3Object, ...]:
+    _check(
+        len(locations) <= MAX_EXTENSIONS,
+        "extensions",
+        f"must hold between 1 and {MAX_EXTENSIONS} extensions",
+    )
+    return tuple(
+        s3_object(f"extensions[{i}].location.s3", *location) for i, location in enumerate(locations)
+    )
+
+
+def policy_files(
+    field: str, files: Sequence[tuple[str, tuple[str, str, str]]]
+) -> tuple[PolicyFile, ...]:
+    """(type, (bucket, key, version)) per file: at most ten `.json` files."""
+    _check(len(files) <= MAX_POLICY_FILES, field, f"at most {MAX_POLICY_FILES} policy files")
+    checked = []
+    for i, (kind, location) in enumerate(files):
+        _check(
+            kind in (MANAGED, RECOMMENDED), f"{field}[{i}].type", "must be MANAGED or RECOMMENDED"
+        )
+        where = f"{field}[{i}].location.s3"
+        obj = s3_object(where, *location)
+        _check(obj.key.endswith(".json"), f"{where}.prefix", "must name a .json file")
+        checked.append(PolicyFile(obj, kind))
+    return tuple(checked)
 
 
 def certificate_arns(field: str, arns: list[str]) -> tuple[str, ...]:

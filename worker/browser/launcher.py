@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import cdp
-from worker.browser import cgroups, users
+from worker.browser import cgroups, policies, users
 
 # Every flag and why. Background-traffic flags matter because a session's
 # requests go through its proxy and into its recording: the browser must not
@@ -86,11 +86,21 @@ class LaunchSpec:
     netns: str = ""
     # Scheduling niceness of the whole tree once it answers (see nice_later).
     nice: int = 0
+    # Unpacked extensions to load (full Chromium only).
+    extension_dirs: tuple[Path, ...] = ()
+    # The browser's own /etc/chromium (policies.build_view); None: the host's.
+    policy_view: Path | None = None
 
 
 def command_line(spec: LaunchSpec) -> list[str]:
     """The exact argv a browser is launched with (also used by benchmarks)."""
     argv = [str(spec.binary), *BASE_FLAGS]
+    if spec.extension_dirs:
+        # Only the session's own extensions: --disable-extensions would
+        # refuse them, and this keeps any the system adds out.
+        dirs = ",".join(map(str, spec.extension_dirs))
+        argv.remove("--disable-extensions")
+        argv += [f"--load-extension={dirs}", f"--disable-extensions-except={dirs}"]
     if spec.flavour == "chromium":
         # In Chromium 156 --headless is the new headless (full browser).
         argv.append("--headless")
@@ -133,6 +143,8 @@ def spawn_argv(spec: LaunchSpec) -> list[str]:
         # a setpriority from here once the spawn returns would race
         # Chromium's first threads.
         argv = [shutil.which("nice") or "/usr/bin/nice", "-n", str(spec.nice), *argv]
+    if spec.policy_view is not None:
+        argv = policies.wrap(spec.policy_view, argv)  # as root: mounts need it
     if spec.netns:
         # Still root here: entering a namespace needs CAP_SYS_ADMIN.
         argv = [shutil.which("nsenter") or "/usr/bin/nsenter", f"--net={spec.netns}", *argv]

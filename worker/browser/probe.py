@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import structlog
 
-from worker.browser import users
+from worker.browser import policies, users
 from worker.browser.cgroups import CgroupLimits, Cgroups
 from worker.config import Config, ConfigError
 
@@ -61,3 +61,12 @@ def session_cgroups(config: Config) -> Cgroups | None:
         cpus=config.session_cpus,
     )
     return found
+
+
+def policy_views() -> str:
+    """Whether a browser can have enterprise policies of its own here: why
+    not, or ""."""
+    why = policies.probe()
+    if why:
+        log.info("worker.enterprise_policies_off", reason=why)
+    return why

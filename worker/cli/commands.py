@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,39 @@ def start_request(args: argparse.Namespace) -> Any:
         request.profile_configuration.CopyFrom(
             pb.ProfileConfiguration(profile_identifier=args.profile)
         )
+    request.extensions.extend(
+        pb.BrowserExtension(location=_s3_location("--extension", uri)) for uri in args.extension
+    )
+    request.enterprise_policies.extend(_policies(args.policy))
     if args.viewport:
         width, _, height = args.viewport.partition("x")
         if not (width.isdigit() and height.isdigit()):
             raise ConfigError("--viewport: expected WIDTHxHEIGHT, e.g. 1280x720")
         request.view_port.CopyFrom(pb.ViewPort(width=int(width), height=int(height)))
     return request
+
+
+def _s3_location(option: str, uri: str) -> Any:
+    """s3://BUCKET/KEY, optionally ?versionId=V, as a ResourceLocation."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ConfigError(f"{option}: expected s3://BUCKET/KEY, got {uri!r}")
+    version = urllib.parse.parse_qs(parsed.query).get("versionId", [""])[0]
+    return pb.ResourceLocation(
+        s3=pb.S3Location(bucket=parsed.netloc, prefix=parsed.path[1:], version_id=version)
+    )
+
+
+def _policies(values: list[str]) -> list[Any]:
+    """KIND=s3://BUCKET/KEY.json each (KIND: managed or recommended)."""
+    files = []
+    for value in values:
+        kind, _, uri = value.partition("=")
+        if kind.upper() not in ("MANAGED", "RECOMMENDED"):
+            raise ConfigError("--policy: expected managed=s3://... or recommended=s3://...")
+        location = _s3_location("--policy", uri)
+        files.append(pb.EnterprisePolicy(location=location, type=kind.upper()))
+    return files
 
 
 def stream_request(args: argparse.Namespace) -> Any:
@@ -147,6 +175,7 @@ def create_request(args: argparse.Namespace) -> Any:
         flavour=args.flavour.upper().replace("-", "_"),
         execution_role_arn=args.execution_role_arn,
     )
+    request.enterprise_policies.extend(_policies(args.policy))
     if args.record_bucket:
         request.recording.enabled = True
         request.recording.s3_location.bucket = args.record_bucket
@@ -186,6 +215,24 @@ def _start_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewport", metavar="WxH")
     parser.add_argument("--client-token", default="")
     parser.add_argument("--profile", default="", metavar="PROFILE_ID", help="start with its state")
+    parser.add_argument(
+        "--extension",
+        action="append",
+        default=[],
+        metavar="s3://BUCKET/KEY.zip",
+        help="load this extension (repeatable; full Chromium only)",
+    )
+    _policy_arg(parser, "this session's")
+
+
+def _policy_arg(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="KIND=s3://BUCKET/KEY.json",
+        help=f"{whose} Chromium policies; KIND managed or recommended (repeatable)",
+    )
 
 
 def _list_args(parser: argparse.ArgumentParser) -> None:
@@ -226,6 +273,7 @@ def _create_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record-bucket", default="", help="record sessions to this bucket")
     parser.add_argument("--record-prefix", default="", help="key prefix for recordings")
     parser.add_argument("--execution-role-arn", default="", help="write recordings as this role")
+    _policy_arg(parser, "every session's")
 
 
 def _max_results(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import structlog
 from worker import ids
 from worker.config import Config
 from worker.errors import AlreadyExists, FailedPrecondition, NotFound
-from worker.sessions.model import DEFAULT_BROWSER_ID, BrowserConfig, RecordingConfig
+from worker.sessions.model import DEFAULT_BROWSER_ID, BrowserConfig, PolicyFile, RecordingConfig
 from worker.sessions.registry import Registry
 from worker.sessions.store import Store
 
@@ -52,6 +52,7 @@ class BrowserCatalog:
         flavour: str,
         recording: RecordingConfig,
         certificate_arns: tuple[str, ...],
+        policies: tuple[PolicyFile, ...] = (),
     ) -> BrowserConfig:
         if name == self._builtin.name or self._store.browser_name_taken(name):
             raise AlreadyExists("name", f"a browser named '{name}' already exists")
@@ -65,6 +66,7 @@ class BrowserCatalog:
             certificate_arns=certificate_arns,
             created_at=now,
             updated_at=now,
+            policies=policies,
         )
         self._store.put_browser(browser)
         log.info("browser.created", browser_id=browser.browser_id, flavour=flavour)

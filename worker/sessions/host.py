@@ -17,6 +17,7 @@ from worker.metrics import Metrics
 from worker.network import netns
 from worker.network.control import RelayControl
 from worker.sessions import session_recording
+from worker.sessions.s3_objects import S3Objects
 from worker.sessions.secret_resolver import SecretResolver
 from worker.sessions.store import Store
 
@@ -32,6 +33,9 @@ class HostServices:
     recorder: Recorder
     sandbox: users.Plan
     cgroups: Cgroups | None
+    objects: S3Objects  # extensions and policy files, read at Start
+    # Why browsers cannot have policy files of their own here ("": they can).
+    policies_refused: str
 
     @classmethod
     def build(
@@ -51,4 +55,11 @@ class HostServices:
             recorder=session_recording.recorder(config, metrics),
             sandbox=probe.sandbox_plan(config),
             cgroups=probe.session_cgroups(config),
+            objects=S3Objects(
+                config.state_dir / "s3-cache",
+                config.s3_endpoint_url,
+                config.s3_object_timeout_s,
+                config.s3_object_cache_mb,
+            ),
+            policies_refused=probe.policy_views(),
         )

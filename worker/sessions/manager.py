@@ -33,7 +33,7 @@ from worker.errors import (
 )
 from worker.metrics import LiveSession, Metrics, State
 from worker.network.control import RelayControl
-from worker.sessions import recovery, session_recording, start_secrets
+from worker.sessions import recovery, session_recording, start_addons, start_secrets
 from worker.sessions.browsers import BrowserCatalog
 from worker.sessions.host import HostServices
 from worker.sessions.memory_budget import MemoryBudget
@@ -44,6 +44,7 @@ from worker.sessions.model import (
     WORKER_RESTARTED,
     WORKER_SHUTDOWN,
     BrowserConfig,
+    PolicyFile,
     ProfileRecord,
     RecordingConfig,
     SessionRecord,
@@ -156,12 +157,24 @@ class SessionManager:
         flavour: str,
         recording: RecordingConfig,
         certificate_arns: tuple[str, ...],
+        policies: tuple[PolicyFile, ...] = (),
     ) -> BrowserConfig:
-        """A new browser. Its CAs are read and checked now, so that a
-        certificate none of its sessions could use is refused here, not at
+        """A new browser. Its CAs and policy files are read and checked now,
+        so that one none of its sessions could use is refused here, not at
         every Start."""
-        await start_secrets.read_certificates(self.host.secrets, "certificates", certificate_arns)
-        return self.browsers.create(name, description, flavour, recording, certificate_arns)
+        if policies and self.host.policies_refused:
+            raise FailedPrecondition(
+                "enterprise_policies",
+                f"this worker cannot give a browser policies of its own: "
+                f"{self.host.policies_refused}",
+            )
+        await asyncio.gather(
+            start_secrets.read_certificates(self.host.secrets, "certificates", certificate_arns),
+            start_addons.read_policies(self.host, "enterprise_policies", policies),
+        )
+        return self.browsers.create(
+            name, description, flavour, recording, certificate_arns, policies
+        )
 
     # -------------------------------------------------------------- sessions
 
@@ -187,13 +200,17 @@ class SessionManager:
                 start_secrets.certificates(secrets, browser, request),
             )
         profile = self._profile_state(request.profile_id)
-        pooled = self.pool.take(browser.flavour)
+        addons = None
+        if start_addons.wanted(browser, request):
+            addons = await start_addons.read(self.host, browser, request)
+        # A pooled browser was launched without extensions or policies.
+        pooled = self.pool.take(browser.flavour) if addons is None else None
         if pooled is not None:
             session = self._claim(pooled, request, browser)
             bring_up = self._take_over(session, browser, certificates, proxy_auth)
         else:
             self._check_capacity(make_room=True)  # again: others may have started
-            session = self._new_session(request, browser, proxy_auth, certificates)
+            session = self._new_session(request, browser, proxy_auth, certificates, addons)
             bring_up = self._bring_up(session)
         session.profile_state = profile
         session.requested_at = requested_at
@@ -311,6 +328,7 @@ class SessionManager:
         browser: BrowserConfig,
         proxy_auth: list[str],
         certificates: list[CACertificate],
+        addons: start_addons.Addons | None,
     ) -> Session:
         record = self._record(request, browser, ids.new_session_id())
         recording = None
@@ -323,6 +341,7 @@ class SessionManager:
             proxy_auth=proxy_auth,
             certificates=certificates,
             recording=recording,
+            addons=addons,
         )
         self._register(session)
         self.store.put_session(record)
@@ -348,6 +367,9 @@ class SessionManager:
             certificate_arns=[*browser.certificate_arns, *request.certificate_arns],
             trace_id=request.trace_id,
             trace_parent=request.trace_parent,
+            extensions=[e.to_dict() for e in request.extensions],
+            policies=[p.to_dict() for p in request.policies],
+            profile_id=request.profile_id,
         )
 
     async def _bring_up(self, session: Session) -> Session:

@@ -45,6 +45,41 @@ class RecordingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class S3Object:
+    """One object in S3 (an extension's ZIP, a policy file)."""
+
+    bucket: str
+    key: str
+    version_id: str = ""  # empty: the current version
+
+    def __str__(self) -> str:
+        version = f"?versionId={self.version_id}" if self.version_id else ""
+        return f"s3://{self.bucket}/{self.key}{version}"
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+MANAGED, RECOMMENDED = "MANAGED", "RECOMMENDED"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFile:
+    """A JSON file of Chromium enterprise policies: MANAGED ones cannot be
+    changed in the browser, RECOMMENDED ones are its defaults."""
+
+    location: S3Object
+    kind: str  # MANAGED | RECOMMENDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location.to_dict(), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyFile:
+        return cls(S3Object(**d["location"]), d["kind"])
+
+
+@dataclasses.dataclass(frozen=True)
 class BrowserConfig:
     """A browser ("tool"): configuration every session of it shares."""
 
@@ -57,6 +92,7 @@ class BrowserConfig:
     created_at: float
     updated_at: float
     built_in: bool = False
+    policies: tuple[PolicyFile, ...] = ()  # every session's, before its own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +126,8 @@ class StartRequest:
     profile_id: str = ""  # a browser profile whose state the session starts with
     trace_id: str = ""  # the caller's trace context, carried on logs and metadata
     trace_parent: str = ""
+    extensions: tuple[S3Object, ...] = ()
+    policies: tuple[PolicyFile, ...] = ()
 
     def fingerprint(self) -> str:
         """What must match for a repeated clientToken to mean the same call."""
@@ -98,7 +136,10 @@ class StartRequest:
             f"{self.browser_id}|{self.name}|{self.timeout_s}|"
             f"{self.viewport.width}x{self.viewport.height}|{proxy}|"
             + ",".join(self.certificate_arns)
-            + f"|{self.profile_id}"
+            + f"|{self.profile_id}|"
+            + ",".join(map(str, self.extensions))
+            + "|"
+            + ",".join(f"{p.kind}:{p.location}" for p in self.policies)
         )
 
 
@@ -130,6 +171,10 @@ class SessionRecord:
     # The caller's trace context at Start (X-Amzn-Trace-Id, traceparent).
     trace_id: str = ""
     trace_parent: str = ""
+    # What the session was started with (S3Object / PolicyFile .to_dict()).
+    extensions: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    policies: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    profile_id: str = ""
 
     @property
     def proxy_config(self) -> ProxyConfig | None:

@@ -34,7 +34,7 @@ import structlog
 
 from certstore.validate import CACertificate
 from recorder.recording import Recording
-from worker.browser import launcher
+from worker.browser import extensions, launcher, policies
 from worker.browser.reaper import sweep
 from worker.cdp import CDPError, storage
 from worker.cdp.actions import Action, Actor, Result
@@ -54,6 +54,7 @@ from worker.sessions.model import (
     TIMEOUT,
     SessionRecord,
 )
+from worker.sessions.start_addons import Addons
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +84,7 @@ class Session:
         proxy_auth: Sequence[str] = (),
         certificates: Sequence[CACertificate] = (),
         recording: Recording | None = None,
+        addons: Addons | None = None,
         pooled: bool = False,
     ) -> None:
         self.record = record
@@ -92,6 +94,7 @@ class Session:
         self._proxy_auth = list(proxy_auth)  # Proxy-Authorization per proxy: memory only
         self._certificates = list(certificates)  # validated, tool-level first
         self.recording = recording
+        self._addons = addons  # extensions and policy files, checked
         self._listeners: list[Listener] = []
         self._memory_watch: asyncio.Task[None] | None = None
         self._actor: asyncio.Task[Actor] | None = None  # InvokeBrowser's hands
@@ -219,6 +222,8 @@ class Session:
         spec = self.make_dirs()
         if namespace:
             spec = dataclasses.replace(spec, netns=namespace)
+        if self._addons is not None:
+            spec = await asyncio.to_thread(self._install_addons, spec, self._addons)
         if self._certificates:
             spec = await asyncio.to_thread(self._install_trust, spec)
         elif not self.claimed:
@@ -266,6 +271,23 @@ class Session:
         if relay is None:
             raise Unavailable("proxy_configuration", "this worker runs no proxy relay")
         self.proxy_port = await relay.open(self.session_id, proxy, self._proxy_auth, namespace)
+
+    def _install_addons(self, spec: launcher.LaunchSpec, addons: Addons) -> launcher.LaunchSpec:
+        """Unpack the extensions where the browser's user can read them,
+        and build its own /etc/chromium when it has policies."""
+        unpacked = []
+        if addons.extensions:
+            root = self.tmp_directory / "extensions"
+            root.mkdir(mode=0o755)
+            for n, data in enumerate(addons.extensions):
+                extensions.unpack(data, root / str(n))
+                unpacked.append(root / str(n))
+        view = None
+        if addons.has_policies:
+            view = policies.build_view(
+                self.directory / "etc-chromium", addons.managed, addons.recommended
+            )
+        return dataclasses.replace(spec, extension_dirs=tuple(unpacked), policy_view=view)
 
     def _install_trust(self, spec: launcher.LaunchSpec) -> launcher.LaunchSpec:
         return trust.install(self._host.trust, spec, self._certificates, self.uid)

@@ -21,6 +21,7 @@ from worker.sessions.model import (
     STARTING,
     TERMINATED,
     BrowserConfig,
+    PolicyFile,
     ProfileRecord,
     RecordingConfig,
     SessionRecord,
@@ -212,6 +213,7 @@ def _browser_to_dict(b: BrowserConfig) -> dict[str, Any]:
         "flavour": b.flavour,
         "recording": vars(b.recording),
         "certificate_arns": list(b.certificate_arns),
+        "policies": [p.to_dict() for p in b.policies],
         "created_at": b.created_at,
         "updated_at": b.updated_at,
     }
@@ -227,6 +229,7 @@ def _browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
         certificate_arns=tuple(d["certificate_arns"]),
         created_at=d["created_at"],
         updated_at=d["updated_at"],
+        policies=tuple(PolicyFile.from_dict(p) for p in d.get("policies", ())),
     )
 
 
