@@ -147,6 +147,8 @@ case "$mode" in
         apt_install tinyproxy squid apache2-utils mitmproxy
         # The container image test builds and runs the image (deploy/image.sh).
         apt_install podman debootstrap runc
+        # The fleet's shared store: tests run their own cluster (initdb).
+        apt_install postgresql
         runtime dev
         npm_env tests/js
         client_env browser_use

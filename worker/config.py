@@ -173,6 +173,16 @@ class Config:
     # empty: not served. Requests must carry a SigV4 signature made with a
     # key in http_api_keys_file (a JSON object: access key id -> secret),
     # unless http_api_auth is "none" (for local use only).
+    # Where browsers and browser profiles are kept: "" is this worker's own
+    # state file (SQLite); "postgresql://USER:PASSWORD@HOST:PORT/DB" is a
+    # fleet's shared store, where the worker also registers, heartbeats and
+    # copies its session records for gateways (see docs/fleet.md).
+    store_url: str = ""
+    store_timeout_s: float = 5.0  # to connect, and to wait for a pooled connection
+    heartbeat_interval_s: float = 2.0
+    # The host name gateways reach this worker at; empty: the listen host,
+    # or this machine's fully qualified name when it listens on all.
+    advertise_host: str = ""
     http_api_listen: str = "127.0.0.1:8090"
     http_api_auth: str = "sigv4"
     http_api_keys_file: Path | None = None
@@ -239,9 +249,13 @@ class Config:
             "secret_timeout_s",
             "action_timeout_s",
             "s3_object_timeout_s",
+            "store_timeout_s",
+            "heartbeat_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if self.store_url and not self.store_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("store_url: must be empty (the state file) or postgresql://...")
         if self.http_api_auth not in ("sigv4", "none"):
             raise ConfigError("http_api_auth: must be 'sigv4' or 'none'")
         if self.recording_storage not in ("local", "s3"):

@@ -13,7 +13,11 @@ Stop (SIGTERM or SIGINT only set an event; this sequence does the work):
    the others) and flushes their recordings;
 3. the proxy relay, once no session listens on it;
 4. the HTTP API, the automation endpoint and gRPC, then metrics;
-5. the store, then the lock.
+5. the fleet's last heartbeat (draining, every record copied), then the
+   stores, then the lock.
+
+With a shared store (`store_url`), browsers and profiles live there and the
+worker joins the fleet once it serves (worker.fleet.member).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 from typing import IO, Any
 
 import grpc
@@ -32,7 +37,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from worker import ids, tracing
+from worker import __version__, ids, tracing
 from worker.api import sigv4
 from worker.api.automation import AutomationServer
 from worker.api.hosted import HostedAPI
@@ -45,11 +50,14 @@ from worker.api.servicer import (
     WorkerServicer,
 )
 from worker.config import Config, ConfigError
+from worker.errors import Unavailable
+from worker.fleet.member import FleetMember
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.sessions.manager import SessionManager
+from worker.sessions.postgres_store import PostgresStore
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -79,6 +87,8 @@ class WorkerServer:
         self.manager: SessionManager | None = None
         self._lock: IO[str] | None = None
         self._store: Store | None = None
+        self._shared: PostgresStore | None = None  # a fleet's store
+        self.member: FleetMember | None = None
         self._automation: AutomationServer | None = None
         self.relay: RelayControl | None = None
         self.metrics = Metrics()
@@ -94,6 +104,8 @@ class WorkerServer:
     async def start(self) -> None:
         """Each part in the order the next one needs it."""
         self._open_state()
+        if self.config.store_url:
+            self._shared = await _open_shared(self.config)
         if self.config.otlp_endpoint:
             self._spans = tracing.install(self.config.otlp_endpoint, "sandbox-worker")
         # The relay runs from the start, so no proxied session waits for a
@@ -101,7 +113,9 @@ class WorkerServer:
         self.relay = RelayControl(self.config.host_override_map())
         await self.relay.start()
         assert self._store is not None
-        self.manager = SessionManager(self.config, self._store, self.relay, self.metrics)
+        self.manager = SessionManager(
+            self.config, self._store, self.relay, self.metrics, shared=self._shared
+        )
         await self.manager.start()
         self._serve_metrics()
         keys = self._access_keys()  # SigV4, for the HTTP API and the websockets
@@ -110,6 +124,8 @@ class WorkerServer:
         await self._serve_http_api(servicers, keys)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
+        if self._shared is not None:
+            await self._join_fleet(self._shared, public)
         self._write_ready_file(public)
         log.info(
             "worker.ready",
@@ -120,6 +136,21 @@ class WorkerServer:
             metrics_port=self.metrics_port,
             state_dir=str(self.config.state_dir),
         )
+
+    async def _join_fleet(self, store: PostgresStore, public: str) -> None:
+        assert self.manager is not None
+        host = self.config.advertise_host or _advertised_host(self.config.grpc_listen)
+        addresses = {
+            "grpc": f"{host}:{self.grpc_port}",
+            "automation": public
+            if self.config.public_automation_url
+            else f"ws://{host}:{self.automation_port}",
+        }
+        self.member = FleetMember(store, self.manager, self.worker_id, addresses, __version__)
+        try:
+            await self.member.start()
+        except Unavailable as exc:
+            raise ConfigError(f"store_url: {exc.reason}") from None
 
     def _open_state(self) -> None:
         state_dir = self.config.state_dir
@@ -263,7 +294,12 @@ class WorkerServer:
         await asyncio.to_thread(self.metrics.stop)
         if self._spans is not None:
             await asyncio.to_thread(self._spans.shutdown)  # flushes what is left
-        # 5. The state: store, then the lock another worker may take.
+        # 5. The fleet hears the last of this worker (every record copied),
+        #    then the stores close, then the lock another worker may take.
+        if self.member is not None:
+            await self.member.stop()
+        if self._shared is not None:
+            await self._shared.close()
         if self._store is not None:
             self._store.close()
         if self._lock is not None:
@@ -284,6 +320,20 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+async def _open_shared(config: Config) -> PostgresStore:
+    try:
+        return await PostgresStore.open(config.store_url, config.store_timeout_s)
+    except Unavailable as exc:
+        raise ConfigError(f"store_url: {exc.reason}") from None
+
+
+def _advertised_host(listen: str) -> str:
+    """How other machines reach a listener: its host, or this machine's
+    name when it listens on every address."""
+    host, _ = split_host_port(listen, "grpc_listen")
+    return socket.getfqdn() if host in ("0.0.0.0", "::") else _url_host(host)
 
 
 def _url_host(host: str) -> str:

@@ -36,6 +36,10 @@ class RunningWorker:
     def config(self) -> Config:
         return self.server.config
 
+    @property
+    def profiles(self) -> Any:
+        return pb_grpc.BrowserProfilesStub(self.channel)
+
     async def start(self, **fields: Any) -> Any:
         return await self.sessions.StartBrowserSession(pb.StartBrowserSessionRequest(**fields))
 

@@ -162,7 +162,9 @@ async def test_a_refused_certificate_fails_the_start_naming_it_and_leaves_nothin
         )
         manager = worker.server.manager
         assert manager is not None
-        created = manager.browsers.create("expired", "", "chromium", RecordingConfig(), (arn,))
+        created = await manager.browsers.create(
+            "expired", "", "chromium", RecordingConfig(), (arn,)
+        )
         fields = {"browser_identifier": created.browser_id}
         prefix = "browser."
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -111,7 +111,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
     @_rpc
     async def GetBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
-        return convert.browser_to_pb(self._manager.browsers.get(browser_id))
+        return convert.browser_to_pb(await self._manager.browsers.get(browser_id))
 
     @_rpc
     async def ListBrowsers(self, request: Any, context: Any) -> pb.ListBrowsersResponse:
@@ -120,7 +120,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         if request.type not in (0, pb.SYSTEM, pb.CUSTOM):
             raise InvalidArgument("type", "must be SYSTEM or CUSTOM")
         kind = pb.BrowserType.Name(request.type) if request.type else None
-        browsers, last = self._manager.browsers.list(limit, after, kind)
+        browsers, last = await self._manager.browsers.list(limit, after, kind)
         return pb.ListBrowsersResponse(
             browsers=[convert.browser_to_pb(b) for b in browsers],
             next_token=self._tokens.issue("browsers", last),
@@ -130,7 +130,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
     async def DeleteBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
         validation.client_token(request.client_token)
-        browser = convert.browser_to_pb(self._manager.browsers.delete(browser_id))
+        browser = convert.browser_to_pb(await self._manager.browsers.delete(browser_id))
         browser.status = pb.BROWSER_DELETED
         return browser
 
@@ -146,12 +146,12 @@ class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
         name = validation.browser_name(request.name)
         description = validation.description(request.description)
         validation.client_token(request.client_token)
-        return convert.profile_to_pb(self._profiles.create(name, description))
+        return convert.profile_to_pb(await self._profiles.create(name, description))
 
     @_rpc
     async def GetBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
         profile_id = validation.profile_id(request.profile_id, "profile_id")
-        return convert.profile_to_pb(self._profiles.get(profile_id))
+        return convert.profile_to_pb(await self._profiles.get(profile_id))
 
     @_rpc
     async def ListBrowserProfiles(
@@ -161,7 +161,7 @@ class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
         name = validation.browser_name(request.name) if request.name else ""
         listing = f"profiles named {name}" if name else "profiles"
         after = self._tokens.read(listing, request.next_token)
-        profiles, last = self._profiles.list(name, limit, after)
+        profiles, last = await self._profiles.list(name, limit, after)
         return pb.ListBrowserProfilesResponse(
             profile_summaries=[convert.profile_to_pb(p) for p in profiles],
             next_token=self._tokens.issue(listing, last),
@@ -171,7 +171,7 @@ class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
     async def DeleteBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
         profile_id = validation.profile_id(request.profile_id, "profile_id")
         validation.client_token(request.client_token)
-        return convert.profile_to_pb(self._profiles.delete(profile_id))
+        return convert.profile_to_pb(await self._profiles.delete(profile_id))
 
 
 class SessionsServicer(pb_grpc.BrowserSessionsServicer):
@@ -264,7 +264,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         if request.status not in (0, pb.READY, pb.TERMINATED):
             raise InvalidArgument("status", "must be READY or TERMINATED")
         status = pb.SessionStatus.Name(request.status) if request.status else None
-        records, last = self._manager.list_sessions(browser, status, limit, before)
+        records, last = await self._manager.list_sessions(browser, status, limit, before)
         return pb.ListBrowserSessionsResponse(
             items=[self._to_pb(r) for r in records], next_token=self._tokens.issue(listing, last)
         )

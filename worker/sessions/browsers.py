@@ -14,13 +14,13 @@ from worker.config import Config
 from worker.errors import AlreadyExists, FailedPrecondition, NotFound
 from worker.sessions.model import DEFAULT_BROWSER_ID, BrowserConfig, PolicyFile, RecordingConfig
 from worker.sessions.registry import Registry
-from worker.sessions.store import Store
+from worker.sessions.shared_store import SharedStore
 
 log = structlog.get_logger(__name__)
 
 
 class BrowserCatalog:
-    def __init__(self, config: Config, store: Store, registry: Registry) -> None:
+    def __init__(self, config: Config, store: SharedStore, registry: Registry) -> None:
         self._store = store
         self._registry = registry  # read only: which sessions run
         self._builtin = BrowserConfig(
@@ -37,15 +37,15 @@ class BrowserCatalog:
             built_in=True,
         )
 
-    def get(self, browser_id: str) -> BrowserConfig:
+    async def get(self, browser_id: str) -> BrowserConfig:
         if browser_id == DEFAULT_BROWSER_ID:
             return self._builtin
-        browser = self._store.get_browser(browser_id)
+        browser = await self._store.get_browser(browser_id)
         if browser is None:
             raise NotFound("browser_identifier", f"no browser '{browser_id}'")
         return browser
 
-    def create(
+    async def create(
         self,
         name: str,
         description: str,
@@ -54,7 +54,7 @@ class BrowserCatalog:
         certificate_arns: tuple[str, ...],
         policies: tuple[PolicyFile, ...] = (),
     ) -> BrowserConfig:
-        if name == self._builtin.name or self._store.browser_name_taken(name):
+        if name == self._builtin.name or await self._store.browser_name_taken(name):
             raise AlreadyExists("name", f"a browser named '{name}' already exists")
         now = time.time()
         browser = BrowserConfig(
@@ -68,23 +68,27 @@ class BrowserCatalog:
             updated_at=now,
             policies=policies,
         )
-        self._store.put_browser(browser)
+        await self._store.put_browser(browser)
         log.info("browser.created", browser_id=browser.browser_id, flavour=flavour)
         return browser
 
-    def list(
+    async def list(
         self, limit: int, after: str, kind: str | None = None
     ) -> tuple[list[BrowserConfig], str]:
         """The built-in browser first (SYSTEM), then created ones (CUSTOM)
         by id; returns the page and the id it ends at, if more follow."""
         head = [self._builtin] if not after and kind != "CUSTOM" else []
-        rows = [] if kind == "SYSTEM" else self._store.list_browsers(limit + 1 - len(head), after)
+        rows = (
+            []
+            if kind == "SYSTEM"
+            else await self._store.list_browsers(limit + 1 - len(head), after)
+        )
         page = (head + rows)[:limit]
         more = len(head) + len(rows) > limit
         return page, page[-1].browser_id if more and page else ""
 
-    def delete(self, browser_id: str) -> BrowserConfig:
-        browser = self.get(browser_id)
+    async def delete(self, browser_id: str) -> BrowserConfig:
+        browser = await self.get(browser_id)
         if browser.built_in:
             raise FailedPrecondition("browser_id", "the built-in browser cannot be deleted")
         live = self._registry.live.values()
@@ -93,6 +97,6 @@ class BrowserCatalog:
             raise FailedPrecondition(
                 "browser_id", f"{running} session(s) of this browser are running; stop them first"
             )
-        self._store.delete_browser(browser_id)
+        await self._store.delete_browser(browser_id)
         log.info("browser.deleted", browser_id=browser_id)
         return browser

@@ -40,6 +40,7 @@ from worker.sessions.memory_budget import MemoryBudget
 from worker.sessions.model import (
     DISABLED,
     START_FAILED,
+    STARTING,
     STOPPED,
     WORKER_RESTARTED,
     WORKER_SHUTDOWN,
@@ -55,6 +56,7 @@ from worker.sessions.pool import PooledBrowser, WarmPool
 from worker.sessions.profiles import ProfileCatalog
 from worker.sessions.registry import Registry
 from worker.sessions.session import Session
+from worker.sessions.shared_store import LocalShared, SharedStore
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -71,9 +73,11 @@ class SessionManager:
         store: Store,
         relay: RelayControl | None = None,
         metrics: Metrics | None = None,
+        shared: SharedStore | None = None,
     ) -> None:
         self.config = config
-        self.store = store
+        self.store = store  # this worker's own sessions, for recovery
+        shared = shared or LocalShared(store)  # browsers and profiles
         self.host = HostServices.build(config, store, relay, metrics or Metrics())
         self.registry = Registry(config.max_sessions)
         self.draining = False
@@ -81,8 +85,8 @@ class SessionManager:
         self.pool = WarmPool(
             config.warm_pool_sizes(), self.host, self.registry, config.start_timeout_s
         )
-        self.browsers = BrowserCatalog(config, store, self.registry)
-        self.profiles = ProfileCatalog(config, store)
+        self.browsers = BrowserCatalog(config, shared, self.registry)
+        self.profiles = ProfileCatalog(config, shared)
         # Without a cgroup per session, a memory limit is held by sampling.
         self.memory_budget = (
             MemoryBudget(config, self.host.metrics, lambda: list(self.live.values()))
@@ -172,7 +176,7 @@ class SessionManager:
             start_secrets.read_certificates(self.host.secrets, "certificates", certificate_arns),
             start_addons.read_policies(self.host, "enterprise_policies", policies),
         )
-        return self.browsers.create(
+        return await self.browsers.create(
             name, description, flavour, recording, certificate_arns, policies
         )
 
@@ -184,7 +188,7 @@ class SessionManager:
         requested_at = time.perf_counter()
         if self.draining:
             raise Unavailable("", "the worker is draining and takes no new sessions")
-        browser = self.browsers.get(request.browser_id)
+        browser = await self.browsers.get(request.browser_id)
         if request.client_token:
             earlier = await self._earlier_start(request)
             if earlier is not None:
@@ -199,7 +203,7 @@ class SessionManager:
                 start_secrets.proxy_authorizations(secrets, request.proxy),
                 start_secrets.certificates(secrets, browser, request),
             )
-        profile = self._profile_state(request.profile_id)
+        profile = await self._profile_state(request.profile_id)
         addons = None
         if start_addons.wanted(browser, request):
             addons = await start_addons.read(self.host, browser, request)
@@ -229,11 +233,11 @@ class SessionManager:
             raise
         return Started(started.record, started.token)
 
-    def _profile_state(self, profile_id: str) -> dict[str, Any] | None:
+    async def _profile_state(self, profile_id: str) -> dict[str, Any] | None:
         if not profile_id:
             return None
         try:
-            return self.profiles.state(profile_id)
+            return await self.profiles.state(profile_id)
         except NotFound:
             raise NotFound(
                 "profile_configuration.profile_identifier", f"no browser profile '{profile_id}'"
@@ -244,13 +248,13 @@ class SessionManager:
     ) -> ProfileRecord:
         """SaveBrowserSessionProfile: the live session's state replaces the
         profile's."""
-        self.profiles.get(profile_id)
+        await self.profiles.get(profile_id)
         self.find(browser_id, session_id)
         live = self.live.get(session_id)
         if live is None:
             raise FailedPrecondition("session_id", f"session '{session_id}' is not READY")
         state = await live.capture_profile()
-        saved = self.profiles.save(profile_id, state, session_id, browser_id)
+        saved = await self.profiles.save(profile_id, state, session_id, browser_id)
         live.log.info(
             "session.profile_saved",
             profile_id=profile_id,
@@ -399,10 +403,10 @@ class SessionManager:
             raise NotFound("session_id", f"no session '{session_id}' of browser '{browser_id}'")
         return record
 
-    def list_sessions(
+    async def list_sessions(
         self, browser_id: str, status: str | None, limit: int, before: str
     ) -> tuple[list[SessionRecord], str]:
-        self.browsers.get(browser_id)
+        await self.browsers.get(browser_id)
         rows = self.store.list_sessions(browser_id, status, limit + 1, before)
         page = rows[:limit]
         return page, page[-1].session_id if len(rows) > limit else ""
@@ -445,6 +449,16 @@ class SessionManager:
         if session is None or session.record.browser_id != browser_id or session.mux is None:
             return None
         return session
+
+    def room(self) -> dict[str, Any]:
+        """What a fleet's placement reads of this worker."""
+        return {
+            "capacity": self.config.max_sessions,
+            "in_use": self.in_use,
+            "starting": sum(1 for s in self.live.values() if s.record.status == STARTING),
+            "warm": {flavour: len(idle) for flavour, idle in self.pool.idle.items()},
+            "draining": self.draining,
+        }
 
     async def state(self) -> State:
         """What a metrics scrape reports (taken on the event loop)."""

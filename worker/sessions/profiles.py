@@ -21,45 +21,45 @@ from worker.config import Config
 from worker.errors import AlreadyExists, NotFound, ResourceExhausted, Unavailable
 from worker.sessions.model import ProfileRecord
 from worker.sessions.profile_vault import Vault, VaultError
-from worker.sessions.store import Store
+from worker.sessions.shared_store import SharedStore
 
 
 class ProfileCatalog:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: SharedStore) -> None:
         self._store = store
         self._vault = Vault.load(config.profile_key_file, config.state_dir)
         self._max_bytes = config.profile_max_mb * 1024 * 1024
 
-    def create(self, name: str, description: str) -> ProfileRecord:
-        if self._store.profile_name_taken(name):
+    async def create(self, name: str, description: str) -> ProfileRecord:
+        if await self._store.profile_name_taken(name):
             raise AlreadyExists("name", f"a browser profile named '{name}' already exists")
         now = time.time()
         profile = ProfileRecord(ids.new_browser_id(name), name, description, now, now)
-        self._store.put_profile(profile)
+        await self._store.put_profile(profile)
         return profile
 
-    def get(self, profile_id: str) -> ProfileRecord:
-        profile = self._store.get_profile(profile_id)
+    async def get(self, profile_id: str) -> ProfileRecord:
+        profile = await self._store.get_profile(profile_id)
         if profile is None:
             raise NotFound("profile_id", f"no browser profile '{profile_id}'")
         return profile
 
-    def list(self, name: str, limit: int, after: str) -> tuple[list[ProfileRecord], str]:
+    async def list(self, name: str, limit: int, after: str) -> tuple[list[ProfileRecord], str]:
         """A page of profiles, and the id the next page starts after ("": none)."""
-        found = self._store.list_profiles(name, limit + 1, after)
+        found = await self._store.list_profiles(name, limit + 1, after)
         page = found[:limit]
         return page, page[-1].profile_id if len(found) > limit else ""
 
-    def delete(self, profile_id: str) -> ProfileRecord:
+    async def delete(self, profile_id: str) -> ProfileRecord:
         """Gone with its state. Running sessions keep what they started with."""
-        profile = self.get(profile_id)
-        self._store.delete_profile(profile_id)
+        profile = await self.get(profile_id)
+        await self._store.delete_profile(profile_id)
         return dataclasses.replace(profile, status="DELETED", updated_at=time.time())
 
-    def save(
+    async def save(
         self, profile_id: str, state: dict[str, Any], session_id: str, browser_id: str
     ) -> ProfileRecord:
-        profile = self.get(profile_id)
+        profile = await self.get(profile_id)
         data = json.dumps(state, separators=(",", ":")).encode()
         if len(data) > self._max_bytes:
             raise ResourceExhausted(
@@ -76,13 +76,13 @@ class ProfileCatalog:
             saved_browser_id=browser_id,
             saved_bytes=len(data),
         )
-        self._store.put_profile_state(saved, self._vault.seal(data, profile_id))
+        await self._store.put_profile_state(saved, self._vault.seal(data, profile_id))
         return saved
 
-    def state(self, profile_id: str) -> dict[str, Any]:
+    async def state(self, profile_id: str) -> dict[str, Any]:
         """The profile's saved state ({} before its first save)."""
-        self.get(profile_id)
-        sealed = self._store.get_profile_state(profile_id)
+        await self.get(profile_id)
+        sealed = await self._store.get_profile_state(profile_id)
         if sealed is None:
             return {}
         try:

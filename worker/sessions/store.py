@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_browser ON sessions (browser_id, session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (browser_id, client_token);
+CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (updated_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (
     profile_id TEXT PRIMARY KEY,
@@ -72,7 +73,7 @@ class Store:
     # -- browsers
 
     def put_browser(self, browser: BrowserConfig) -> None:
-        body = json.dumps(_browser_to_dict(browser))
+        body = json.dumps(browser_to_dict(browser))
         self._db.execute(
             "INSERT INTO browsers (browser_id, name, body) VALUES (?, ?, ?)",
             (browser.browser_id, browser.name, body),
@@ -82,7 +83,7 @@ class Store:
         row = self._db.execute(
             "SELECT body FROM browsers WHERE browser_id = ?", (browser_id,)
         ).fetchone()
-        return _browser_from_dict(json.loads(row[0])) if row else None
+        return browser_from_dict(json.loads(row[0])) if row else None
 
     def browser_name_taken(self, name: str) -> bool:
         row = self._db.execute("SELECT 1 FROM browsers WHERE name = ?", (name,)).fetchone()
@@ -93,7 +94,7 @@ class Store:
             "SELECT body FROM browsers WHERE browser_id > ? ORDER BY browser_id LIMIT ?",
             (after, limit),
         ).fetchall()
-        return [_browser_from_dict(json.loads(r[0])) for r in rows]
+        return [browser_from_dict(json.loads(r[0])) for r in rows]
 
     def delete_browser(self, browser_id: str) -> None:
         self._db.execute("DELETE FROM browsers WHERE browser_id = ?", (browser_id,))
@@ -158,7 +159,7 @@ class Store:
                 record.status,
                 record.client_token,
                 record.updated_at,
-                json.dumps(_session_to_dict(record)),
+                json.dumps(session_to_dict(record)),
             ),
         )
 
@@ -166,14 +167,14 @@ class Store:
         row = self._db.execute(
             "SELECT body FROM sessions WHERE session_id = ?", (session_id,)
         ).fetchone()
-        return _session_from_dict(json.loads(row[0])) if row else None
+        return session_from_dict(json.loads(row[0])) if row else None
 
     def find_by_client_token(self, browser_id: str, token: str) -> SessionRecord | None:
         row = self._db.execute(
             "SELECT body FROM sessions WHERE browser_id = ? AND client_token = ?",
             (browser_id, token),
         ).fetchone()
-        return _session_from_dict(json.loads(row[0])) if row else None
+        return session_from_dict(json.loads(row[0])) if row else None
 
     def list_sessions(
         self, browser_id: str, status: str | None, limit: int, before: str
@@ -189,13 +190,19 @@ class Store:
             args.append(before)
         query += " ORDER BY session_id DESC LIMIT ?"
         args.append(limit)
-        return [_session_from_dict(json.loads(r[0])) for r in self._db.execute(query, args)]
+        return [session_from_dict(json.loads(r[0])) for r in self._db.execute(query, args)]
+
+    def sessions_changed_since(self, since: float) -> list[SessionRecord]:
+        rows = self._db.execute(
+            "SELECT body FROM sessions WHERE updated_at >= ? AND status != ?", (since, STARTING)
+        ).fetchall()
+        return [session_from_dict(json.loads(r[0])) for r in rows]
 
     def unfinished_sessions(self) -> list[SessionRecord]:
         rows = self._db.execute(
             "SELECT body FROM sessions WHERE status != ?", (TERMINATED,)
         ).fetchall()
-        return [_session_from_dict(json.loads(r[0])) for r in rows]
+        return [session_from_dict(json.loads(r[0])) for r in rows]
 
     def purge_terminated(self, updated_before: float) -> int:
         cursor = self._db.execute(
@@ -205,7 +212,7 @@ class Store:
         return cursor.rowcount
 
 
-def _browser_to_dict(b: BrowserConfig) -> dict[str, Any]:
+def browser_to_dict(b: BrowserConfig) -> dict[str, Any]:
     return {
         "browser_id": b.browser_id,
         "name": b.name,
@@ -219,7 +226,7 @@ def _browser_to_dict(b: BrowserConfig) -> dict[str, Any]:
     }
 
 
-def _browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
+def browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
     return BrowserConfig(
         browser_id=d["browser_id"],
         name=d["name"],
@@ -233,13 +240,13 @@ def _browser_from_dict(d: dict[str, Any]) -> BrowserConfig:
     )
 
 
-def _session_to_dict(s: SessionRecord) -> dict[str, Any]:
+def session_to_dict(s: SessionRecord) -> dict[str, Any]:
     d = dict(vars(s))
     d["viewport"] = [s.viewport.width, s.viewport.height]
     return d
 
 
-def _session_from_dict(d: dict[str, Any]) -> SessionRecord:
+def session_from_dict(d: dict[str, Any]) -> SessionRecord:
     d = dict(d)
     d["viewport"] = Viewport(*d["viewport"])
     return SessionRecord(**d)

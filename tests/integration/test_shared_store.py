@@ -1,0 +1,196 @@
+"""Workers sharing a PostgreSQL store (a real cluster the tests start):
+browsers and profiles made through one worker are used through another,
+each worker heartbeats and copies its session records, the schema migrates
+once however many processes start at once, and a store restart costs the
+running sessions nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+
+from helpers.postgres import Postgres, postgres
+from helpers.waits import eventually
+from helpers.workers import RunningWorker, connected_page, make_config, running_worker
+from worker.pb import sandbox_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "pg-secret-never-shown"  # trust auth accepts it; nothing may echo it
+
+
+@pytest.fixture
+def pg() -> Iterator[Postgres]:
+    with postgres() as server:
+        yield server
+
+
+def store_url(pg: Postgres) -> str:
+    return pg.url.replace("postgres@", f"postgres:{PASSWORD}@")
+
+
+def rows(pg: Postgres, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+@contextlib.asynccontextmanager
+async def fleet_worker(tmp_path: Path, pg: Postgres, name: str) -> AsyncIterator[RunningWorker]:
+    key = tmp_path / "profile.key"
+    if not key.exists():
+        key.write_bytes(bytes(range(32)))
+    config = make_config(
+        tmp_path / name,
+        store_url=store_url(pg),
+        profile_key_file=key,
+        heartbeat_interval_s=0.5,
+        default_flavour="headless-shell",
+    )
+    async with running_worker(config) as worker:
+        yield worker
+
+
+async def test_a_browser_and_a_profile_made_through_one_worker_are_used_through_another(
+    tmp_path: Path, pg: Postgres, web: str
+) -> None:
+    async with fleet_worker(tmp_path, pg, "a") as a, fleet_worker(tmp_path, pg, "b") as b:
+        created = await a.browsers.CreateBrowser(pb.CreateBrowserRequest(name="shared"))
+        seen = await b.browsers.GetBrowser(pb.GetBrowserRequest(browser_id=created.browser_id))
+        listed = await b.browsers.ListBrowsers(pb.ListBrowsersRequest(type=pb.CUSTOM))
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await b.browsers.CreateBrowser(pb.CreateBrowserRequest(name="shared"))
+        profile = await a.profiles.CreateBrowserProfile(
+            pb.CreateBrowserProfileRequest(name="shared_login")
+        )
+        first = await a.start(browser_identifier=created.browser_id)
+        async with connected_page(first) as page:
+            await page.goto(f"{web}/index.html")
+            await page.evaluate("localStorage.setItem('who', 'ada')")
+            await a.sessions.SaveBrowserSessionProfile(
+                pb.SaveBrowserSessionProfileRequest(
+                    profile_identifier=profile.profile_id,
+                    browser_identifier=created.browser_id,
+                    session_id=first.session_id,
+                )
+            )
+        await a.stop(first.session_id, created.browser_id)
+        second = await b.start(
+            browser_identifier=created.browser_id,
+            profile_configuration=pb.ProfileConfiguration(profile_identifier=profile.profile_id),
+        )
+        async with connected_page(second) as page:
+            await page.goto(f"{web}/index.html")
+            restored = await page.evaluate("localStorage.getItem('who')")
+        await b.stop(second.session_id, created.browser_id)
+    assert seen.name == "shared" and [x.browser_id for x in listed.browsers] == [created.browser_id]
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert restored == "ada"
+
+
+async def test_each_worker_heartbeats_and_copies_its_sessions_and_never_shows_the_password(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with fleet_worker(tmp_path, pg, "a") as a, fleet_worker(tmp_path, pg, "b") as b:
+        ids = {a.server.worker_id: a, b.server.worker_id: b}
+        started = await a.start()
+        copied = await eventually(
+            lambda: rows(
+                pg,
+                "SELECT worker_id, status FROM sessions WHERE session_id = %s",
+                started.session_id,
+            ),
+            timeout=10,
+        )
+        beats = {r[0]: r[1] for r in rows(pg, "SELECT worker_id, body FROM workers")}
+        await a.stop(started.session_id)
+        ended = await eventually(
+            lambda: rows(
+                pg,
+                "SELECT status, body->>'termination_reason' FROM sessions"
+                " WHERE session_id = %s AND status = 'TERMINATED'",
+                started.session_id,
+            ),
+            timeout=10,
+        )
+        status = await a.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    assert copied == [(a.server.worker_id, "READY")]
+    assert ended == [("TERMINATED", "STOPPED")]
+    assert set(beats) == set(ids)
+    for worker_id, body in beats.items():
+        worker = ids[worker_id]
+        assert body["grpc"] == f"127.0.0.1:{worker.server.grpc_port}"
+        assert body["automation"].endswith(f":{worker.server.automation_port}")
+        assert body["capacity"] == 3 and body["draining"] is False
+    # Stopped workers said so last.
+    last = {r[0]: r[1] for r in rows(pg, "SELECT worker_id, body FROM workers")}
+    assert all(body["stopped"] and body["draining"] for body in last.values())
+    everything = repr(rows(pg, "SELECT body FROM sessions")) + repr(last) + str(status)
+    assert PASSWORD not in everything
+
+
+def test_the_schema_migrates_once_when_many_processes_start_at_once(pg: Postgres) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from worker.sessions.postgres_store import PostgresStore\n"
+        "async def main():\n"
+        "    store = await PostgresStore.open(sys.argv[1], 20)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, pg.url], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert rows(pg, "SELECT version FROM schema_migrations") == [(1,)]
+
+
+async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_reconnects(
+    tmp_path: Path, pg: Postgres, web: str
+) -> None:
+    async with fleet_worker(tmp_path, pg, "a") as worker:
+        started = await worker.start()
+        async with connected_page(started) as page:
+            await page.goto(f"{web}/index.html")
+            await asyncio.to_thread(pg.stop)
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as down:
+                    await worker.browsers.CreateBrowser(pb.CreateBrowserRequest(name="during"))
+                # The session is untouched: its page still answers.
+                assert await page.evaluate("1 + 1") == 2
+            finally:
+                await asyncio.to_thread(pg.start)
+
+            async def created() -> Any:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    return await worker.browsers.CreateBrowser(
+                        pb.CreateBrowserRequest(name="after")
+                    )
+                return None
+
+            back = await eventually(created, timeout=30)
+            assert await page.evaluate("2 + 2") == 4
+        await worker.stop(started.session_id)
+        stopped = await eventually(
+            lambda: rows(
+                pg,
+                "SELECT 1 FROM sessions WHERE session_id = %s AND status = 'TERMINATED'",
+                started.session_id,
+            ),
+            timeout=15,
+        )
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = down.value.details() or ""
+    assert f"the store at 127.0.0.1:{pg.port}/postgres is unavailable" in details
+    assert PASSWORD not in details
+    assert back.name == "after" and stopped

@@ -1,0 +1,281 @@
+"""The fleet's shared store in PostgreSQL (psycopg 3, async, pooled):
+browsers, browser profiles, the index of every worker's sessions and the
+workers' heartbeats.
+
+The schema is versioned; each process migrates it at start inside one
+transaction holding an advisory lock, so any number of workers and gateways
+starting at once apply each step exactly once. A store that is down or
+restarting answers UNAVAILABLE naming only its host and port (never the
+URL: it may hold a password); the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from worker.errors import Unavailable
+from worker.sessions.model import BrowserConfig, ProfileRecord, SessionRecord
+from worker.sessions.shared_store import name_taken
+from worker.sessions.store import (
+    browser_from_dict,
+    browser_to_dict,
+    session_from_dict,
+    session_to_dict,
+)
+
+log = structlog.get_logger(__name__)
+
+# pg_advisory_xact_lock key: "sandbox-worker schema" (any fixed bigint).
+MIGRATION_LOCK = 0x53414E44424F58
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+        INSERT INTO meta VALUES ('created_at', extract(epoch FROM now())::text);
+        CREATE TABLE browsers (
+            browser_id text PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            body jsonb NOT NULL
+        );
+        CREATE TABLE profiles (
+            profile_id text PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            body jsonb NOT NULL,
+            state bytea
+        );
+        CREATE TABLE workers (
+            worker_id text PRIMARY KEY,
+            body jsonb NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE sessions (
+            session_id text PRIMARY KEY,
+            browser_id text NOT NULL,
+            worker_id text NOT NULL,
+            status text NOT NULL,
+            client_token text NOT NULL,
+            updated_at double precision NOT NULL,
+            body jsonb NOT NULL
+        );
+        CREATE INDEX sessions_by_browser ON sessions (browser_id, session_id DESC);
+        CREATE INDEX sessions_by_worker ON sessions (worker_id) WHERE status <> 'TERMINATED';
+        CREATE INDEX sessions_by_token ON sessions (browser_id, client_token)
+            WHERE client_token <> '';
+        """,
+    ),
+)
+
+T = TypeVar("T")
+
+
+def describe(url: str) -> str:
+    """host:port/db of a store URL, for logs and errors: no user, no password."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+class PostgresStore:
+    def __init__(self, pool: AsyncConnectionPool[Any], where: str, created_at: float) -> None:
+        self._pool = pool
+        self.where = where
+        self.created_at = created_at
+
+    @classmethod
+    async def open(cls, url: str, timeout_s: float) -> PostgresStore:
+        """Connect, migrate, and return the store; Unavailable when the
+        database cannot be reached within timeout_s."""
+        where = describe(url)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            open=False,
+            timeout=timeout_s,
+            kwargs={"connect_timeout": max(1, int(timeout_s)), "autocommit": True},
+            reconnect_timeout=0,  # keep retrying in the background while down
+        )
+        try:
+            await pool.open(wait=True, timeout=timeout_s)
+            async with pool.connection() as conn:
+                created = await _migrate(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            await pool.close()
+            raise Unavailable("", f"the store at {where} cannot be reached ({_why(exc)})") from None
+        log.info("store.opened", store=where, schema=MIGRATIONS[-1][0])
+        return cls(pool, where, created)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _run(self, query: str, args: tuple[Any, ...] = ()) -> list[TupleRow]:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[TupleRow]:
+            cursor = await conn.execute(query, args)
+            return await cursor.fetchall() if cursor.description else []
+
+        return await self.with_connection(go)
+
+    async def with_connection(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `work(conn)`; a lost or unreachable store is Unavailable."""
+        try:
+            async with self._pool.connection() as conn:
+                return await work(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            why = _why(exc)
+            raise Unavailable("", f"the store at {self.where} is unavailable ({why})") from None
+
+    # -- browsers
+
+    async def put_browser(self, browser: BrowserConfig) -> None:
+        try:
+            await self._run(
+                "INSERT INTO browsers (browser_id, name, body) VALUES (%s, %s, %s)",
+                (browser.browser_id, browser.name, json.dumps(browser_to_dict(browser))),
+            )
+        except psycopg.errors.UniqueViolation:
+            raise name_taken("browser", browser.name) from None
+
+    async def get_browser(self, browser_id: str) -> BrowserConfig | None:
+        rows = await self._run("SELECT body FROM browsers WHERE browser_id = %s", (browser_id,))
+        return browser_from_dict(rows[0][0]) if rows else None
+
+    async def browser_name_taken(self, name: str) -> bool:
+        return bool(await self._run("SELECT 1 FROM browsers WHERE name = %s", (name,)))
+
+    async def list_browsers(self, limit: int, after: str) -> list[BrowserConfig]:
+        rows = await self._run(
+            "SELECT body FROM browsers WHERE browser_id > %s ORDER BY browser_id LIMIT %s",
+            (after, limit),
+        )
+        return [browser_from_dict(r[0]) for r in rows]
+
+    async def delete_browser(self, browser_id: str) -> None:
+        await self._run("DELETE FROM browsers WHERE browser_id = %s", (browser_id,))
+
+    # -- browser profiles (the state is sealed by the caller)
+
+    async def put_profile(self, profile: ProfileRecord) -> None:
+        try:
+            await self._run(
+                "INSERT INTO profiles (profile_id, name, body) VALUES (%s, %s, %s)"
+                " ON CONFLICT (profile_id) DO UPDATE SET body = excluded.body",
+                (profile.profile_id, profile.name, json.dumps(dataclasses.asdict(profile))),
+            )
+        except psycopg.errors.UniqueViolation:
+            raise name_taken("browser profile", profile.name) from None
+
+    async def get_profile(self, profile_id: str) -> ProfileRecord | None:
+        rows = await self._run("SELECT body FROM profiles WHERE profile_id = %s", (profile_id,))
+        return ProfileRecord(**rows[0][0]) if rows else None
+
+    async def profile_name_taken(self, name: str) -> bool:
+        return bool(await self._run("SELECT 1 FROM profiles WHERE name = %s", (name,)))
+
+    async def list_profiles(self, name: str, limit: int, after: str) -> list[ProfileRecord]:
+        query, args = "SELECT body FROM profiles WHERE profile_id > %s", [after]
+        if name:
+            query += " AND name = %s"
+            args.append(name)
+        rows = await self._run(query + " ORDER BY profile_id LIMIT %s", (*args, limit))
+        return [ProfileRecord(**r[0]) for r in rows]
+
+    async def put_profile_state(self, profile: ProfileRecord, sealed: bytes) -> None:
+        await self._run(
+            "UPDATE profiles SET body = %s, state = %s WHERE profile_id = %s",
+            (json.dumps(dataclasses.asdict(profile)), sealed, profile.profile_id),
+        )
+
+    async def get_profile_state(self, profile_id: str) -> bytes | None:
+        rows = await self._run("SELECT state FROM profiles WHERE profile_id = %s", (profile_id,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def delete_profile(self, profile_id: str) -> None:
+        await self._run("DELETE FROM profiles WHERE profile_id = %s", (profile_id,))
+
+    # -- the fleet: workers and the index of their sessions
+
+    async def heartbeat(self, worker_id: str, body: dict[str, Any]) -> None:
+        await self._run(
+            "INSERT INTO workers (worker_id, body) VALUES (%s, %s) ON CONFLICT (worker_id)"
+            " DO UPDATE SET body = excluded.body, heartbeat_at = now()",
+            (worker_id, json.dumps(body)),
+        )
+
+    async def put_sessions(self, worker_id: str, records: list[SessionRecord]) -> None:
+        """Upsert a batch of a worker's session records, in one transaction."""
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO sessions (session_id, browser_id, worker_id, status,"
+                    " client_token, updated_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
+                    " updated_at = excluded.updated_at, body = excluded.body"
+                    " WHERE sessions.updated_at <= excluded.updated_at",
+                    [
+                        (
+                            r.session_id,
+                            r.browser_id,
+                            worker_id,
+                            r.status,
+                            r.client_token,
+                            r.updated_at,
+                            json.dumps(session_to_dict(r)),
+                        )
+                        for r in records
+                    ],
+                )
+
+        await self.with_connection(write)
+
+    async def get_session(self, session_id: str) -> tuple[SessionRecord, str] | None:
+        """A session's record and the worker that holds it."""
+        rows = await self._run(
+            "SELECT body, worker_id FROM sessions WHERE session_id = %s", (session_id,)
+        )
+        return (session_from_dict(rows[0][0]), rows[0][1]) if rows else None
+
+    async def workers(self) -> list[tuple[str, dict[str, Any], float]]:
+        """Every worker: id, what it last said, seconds since it said it."""
+        rows = await self._run(
+            "SELECT worker_id, body, extract(epoch FROM now() - heartbeat_at) FROM workers"
+        )
+        return [(r[0], r[1], float(r[2])) for r in rows]
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> float:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cursor = await conn.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in await cursor.fetchall()}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            log.info("store.migrated", version=version)
+        cursor = await conn.execute("SELECT value FROM meta WHERE key = 'created_at'")
+        row = await cursor.fetchone()
+    return float(row[0]) if row else time.time()
+
+
+def _why(exc: Exception) -> str:
+    """The failure's kind and first line: psycopg's messages name host and
+    port, never the password."""
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
