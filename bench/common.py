@@ -229,3 +229,37 @@ def write_results(name: str, results: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
+
+
+@contextlib.contextmanager
+def gateway(scratch: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A `sandbox-worker gateway` on kernel-picked ports; yields its ready file."""
+    ready = scratch / f"gateway-{time.monotonic_ns()}.json"
+    argv = [
+        sys.executable, "-m", "worker.cli", "gateway",
+        "--grpc-listen", "127.0.0.1:0",
+        "--automation-listen", "127.0.0.1:0",
+        "--http-api-listen", "127.0.0.1:0",
+        "--metrics-listen", "",
+        "--log-level", "warning",
+        "--ready-file", str(ready),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.05)
+        yield json.loads(ready.read_text())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

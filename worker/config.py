@@ -180,6 +180,12 @@ class Config:
     store_url: str = ""
     store_timeout_s: float = 5.0  # to connect, and to wait for a pooled connection
     heartbeat_interval_s: float = 2.0
+    # A gateway takes a worker silent this long for lost: out of placement,
+    # its sessions ended WORKER_LOST, its relayed clients closed.
+    worker_lost_after_s: float = 15.0
+    # A gateway hands out each worker's own automation URL instead of its
+    # own, for clients inside the cluster that want no extra hop.
+    gateway_direct_endpoints: bool = False
     # The host name gateways reach this worker at; empty: the listen host,
     # or this machine's fully qualified name when it listens on all.
     advertise_host: str = ""
@@ -251,6 +257,7 @@ class Config:
             "s3_object_timeout_s",
             "store_timeout_s",
             "heartbeat_interval_s",
+            "worker_lost_after_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")

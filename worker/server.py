@@ -52,6 +52,7 @@ from worker.api.servicer import (
 from worker.config import Config, ConfigError
 from worker.errors import Unavailable
 from worker.fleet.member import FleetMember
+from worker.listen import grpc_credentials, split_host_port, url_host
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
@@ -66,13 +67,6 @@ SERVICE_NAMES = [
     pb.DESCRIPTOR.services_by_name[name].full_name
     for name in ("Browsers", "BrowserSessions", "BrowserProfiles", "Worker")
 ]
-
-
-def split_host_port(listen: str, field: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"{field}: expected HOST:PORT, got {listen!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class WorkerServer:
@@ -118,7 +112,7 @@ class WorkerServer:
         )
         await self.manager.start()
         self._serve_metrics()
-        keys = self._access_keys()  # SigV4, for the HTTP API and the websockets
+        keys = sigv4.access_keys(self.config)  # SigV4, for the HTTP API and the websockets
         public = await self._serve_automation(self.manager, keys or {})
         servicers = await self._serve_grpc(self.manager, public)
         await self._serve_http_api(servicers, keys)
@@ -166,7 +160,7 @@ class WorkerServer:
         self._automation = AutomationServer(manager, keys)
         host, port = split_host_port(self.config.automation_listen, "automation_listen")
         self.automation_port = await self._automation.start(host, port)
-        return self.config.public_automation_url or f"ws://{_url_host(host)}:{self.automation_port}"
+        return self.config.public_automation_url or f"ws://{url_host(host)}:{self.automation_port}"
 
     async def _serve_grpc(self, manager: SessionManager, public: str) -> Servicers:
         server = grpc.aio.server()
@@ -185,7 +179,7 @@ class WorkerServer:
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         listen = self.config.grpc_listen
-        credentials = server_credentials(self.config)
+        credentials = grpc_credentials(self.config)
         if credentials is None:
             self.grpc_port = server.add_insecure_port(listen)
         else:
@@ -236,17 +230,6 @@ class WorkerServer:
         host, port = split_host_port(config.http_api_listen, "http_api_listen")
         self._http_api = HostedAPI(servicers, keys)
         self.http_api_port = await self._http_api.start(host, port)
-
-    def _access_keys(self) -> dict[str, str] | None:
-        """The SigV4 keys of the HTTP API (None: it checks no signature).
-        Websockets accept signatures by the same keys beside their token."""
-        config = self.config
-        if config.http_api_auth != "sigv4" or config.http_api_keys_file is None:
-            return None if config.http_api_auth != "sigv4" else {}
-        try:
-            return sigv4.load_keys(config.http_api_keys_file)
-        except ValueError as err:
-            raise ConfigError(f"http_api_keys_file: {err}") from None
 
     def _write_ready_file(self, public: str) -> None:
         if self.config.ready_file is None:
@@ -307,21 +290,6 @@ class WorkerServer:
         log.info("worker.stopped", worker_id=self.worker_id)
 
 
-def server_credentials(config: Config) -> grpc.ServerCredentials | None:
-    """TLS for the gRPC port, and client-certificate auth with a client CA."""
-    if config.tls_cert_file is None or config.tls_key_file is None:
-        return None
-    try:
-        chain = config.tls_cert_file.read_bytes()
-        key = config.tls_key_file.read_bytes()
-        client_ca = config.tls_client_ca_file.read_bytes() if config.tls_client_ca_file else None
-    except OSError as exc:
-        raise ConfigError(f"tls files: cannot read {exc.filename}: {exc.strerror}") from None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
 async def _open_shared(config: Config) -> PostgresStore:
     try:
         return await PostgresStore.open(config.store_url, config.store_timeout_s)
@@ -333,13 +301,7 @@ def _advertised_host(listen: str) -> str:
     """How other machines reach a listener: its host, or this machine's
     name when it listens on every address."""
     host, _ = split_host_port(listen, "grpc_listen")
-    return socket.getfqdn() if host in ("0.0.0.0", "::") else _url_host(host)
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    return socket.getfqdn() if host in ("0.0.0.0", "::") else url_host(host)
 
 
 def _lock_state_dir(config: Config) -> IO[str]:

@@ -15,8 +15,6 @@ import boto3
 from botocore.config import Config as BotoConfig
 from playwright.async_api import async_playwright
 
-from helpers.workers import RunningWorker
-
 KEY_ID, SECRET = "AKIASANDBOXTEST00001", "worker-test-secret-key"
 
 
@@ -44,11 +42,12 @@ class Threaded:
         return call
 
 
-def client(worker: RunningWorker, service: str, secret: str = SECRET) -> Any:
+def client(front: Any, service: str, secret: str = SECRET) -> Any:
+    """A client of a worker's or a gateway's HTTP API (`front.server.http_api_port`)."""
     return Threaded(
         boto3.Session().client(
             service,
-            endpoint_url=f"http://127.0.0.1:{worker.server.http_api_port}",
+            endpoint_url=f"http://127.0.0.1:{front.server.http_api_port}",
             region_name="us-east-1",
             aws_access_key_id=KEY_ID,
             aws_secret_access_key=secret,

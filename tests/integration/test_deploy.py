@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helpers.manifests import K8S, one, render, render_with, settings
+from helpers.manifests import K8S, one, render, render_with, settings, worker_pod
 from helpers.workers import ROOT
 from worker.config import ENV_PREFIX, Config
 
@@ -38,7 +38,7 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 
 
 def test_there_are_overlays_to_check() -> None:
-    assert {"dev", "prod"} <= set(OVERLAYS)
+    assert {"dev", "prod", "fleet"} <= set(OVERLAYS)
 
 
 def test_every_resource_validates_against_the_kubernetes_schemas(
@@ -86,7 +86,9 @@ def test_ports_probes_and_drain_match_the_daemon(rendered: list[dict[str, Any]])
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     drain = float(config["SANDBOX_DRAIN_TIMEOUT_S"])
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10
-    service = one(rendered, "Service")
+    [service] = [
+        d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"] == "sandbox-worker"
+    ]
     assert (
         service["spec"]["clusterIP"] == "None"
         and sts["spec"]["serviceName"] == service["metadata"]["name"]
@@ -237,3 +239,60 @@ def test_the_user_namespaced_alternative_renders_and_fits_its_id_range() -> None
     assert config.browser_sandbox == "on"
     # A pod's user namespace maps 65536 ids: every browser uid must be one.
     assert config.browser_uid_base + 2 * config.max_sessions + 16 < 65536
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def test_the_fleet_gateway_listens_where_its_service_and_probes_say() -> None:
+    docs = render("fleet")
+    config = named(docs, "ConfigMap", "sandbox-gateway")["data"]
+    assert all(key.removeprefix(ENV_PREFIX) in FIELDS for key in config)
+    Config.from_env({**config, "SANDBOX_STORE_URL": "postgresql://u:p@db/sandbox"})
+    deployment = named(docs, "Deployment", "sandbox-gateway")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["gateway"] and deployment["spec"]["replicas"] >= 2
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {
+        "grpc": listen_port(config, "grpc"),
+        "automation": listen_port(config, "automation"),
+        "http-api": listen_port(config, "http_api"),
+        "metrics": listen_port(config, "metrics"),
+    }
+    service = named(docs, "Service", "sandbox-gateway")
+    assert "clusterIP" not in service["spec"]  # load-balanced: any gateway answers
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    url = next(e["value"] for e in container["env"] if e["name"] == "SANDBOX_PUBLIC_AUTOMATION_URL")
+    assert url.startswith("ws://sandbox-gateway.") and url.endswith(f":{ports['automation']}")
+    assert named(docs, "PodDisruptionBudget", "sandbox-gateway")["spec"]["minAvailable"] == 1
+    hpa = named(docs, "HorizontalPodAutoscaler", "sandbox-gateway")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "sandbox-gateway" and hpa["minReplicas"] >= 2
+
+
+def test_the_fleets_members_read_the_store_the_example_cluster_makes() -> None:
+    docs = render("fleet")
+    cluster = yaml.safe_load((K8S / "examples" / "cnpg-cluster.yaml").read_text())
+    secret = f"{cluster['metadata']['name']}-app"  # CloudNativePG's application Secret
+    _, _, worker = worker_pod(docs)
+    [gateway] = named(docs, "Deployment", "sandbox-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    for container in (worker, gateway):
+        [store] = [e for e in container["env"] if e["name"] == "SANDBOX_STORE_URL"]
+        assert store["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "uri"}
+    advertised = next(e["value"] for e in worker["env"] if e["name"] == "SANDBOX_ADVERTISE_HOST")
+    assert advertised.startswith("$(POD_NAME).sandbox-worker.")
+
+
+def test_in_a_fleet_only_gateways_reach_the_workers() -> None:
+    docs = render("fleet")
+    policy = named(docs, "NetworkPolicy", "sandbox-worker")["spec"]["ingress"]
+    by_port = {port["port"]: rule["from"] for rule in policy for port in rule.get("ports", [])}
+    gateway = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sandbox-gateway"}}}]
+    assert by_port[50051] == gateway and by_port[9223] == gateway
+    assert 8090 not in by_port
+    egress = named(docs, "NetworkPolicy", "sandbox-gateway")["spec"]["egress"]
+    assert {p["port"] for rule in egress for p in rule.get("ports", [])} >= {50051, 9223, 5432}

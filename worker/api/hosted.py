@@ -32,7 +32,7 @@ from google.protobuf.json_format import ParseDict, ParseError
 
 from worker.api import hosted_catalog, sigv4
 from worker.api import hosted_shapes as shapes
-from worker.api.servicer import InProcessContext
+from worker.api.rpc import InProcessContext
 from worker.errors import WorkerError
 from worker.pb import sandbox_pb2 as pb
 

@@ -1,19 +1,13 @@
 """The gRPC layer: proto messages in, domain calls, proto messages out.
 
 Nothing here decides anything about sessions. Errors are mapped in one place
-(`_rpc`): a WorkerError becomes its own status code and message; anything
-else becomes INTERNAL with a generic message and a logged traceback, so no
-stack, secret or upstream text reaches a caller.
+(`rpc`, shared with the fleet gateway's servicers).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-import secrets
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +16,8 @@ import structlog
 from worker import __version__, tracing
 from worker.api import convert, invoke, validation
 from worker.api.paging import PageTokens
-from worker.errors import Internal, InvalidArgument, WorkerError
+from worker.api.rpc import rpc
+from worker.errors import InvalidArgument
 from worker.metrics import Metrics
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
@@ -39,59 +34,22 @@ log = structlog.get_logger(__name__)
 R = TypeVar("R")
 
 
-class InProcessContext:
-    """What the hosted HTTP API passes for a gRPC context when it calls a
-    servicer in-process: its request id, and no status codes: a domain error
-    reaches the HTTP edge as itself, field and reason kept apart."""
+class _Served:
+    """What `rpc` reads of a servicer: the metrics its calls count in."""
 
-    def __init__(self, request_id: str) -> None:
-        self._metadata = (("x-request-id", request_id),)
+    _manager: SessionManager
 
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
+    @property
+    def metrics(self) -> Metrics:
+        return self._manager.metrics
 
 
-def _rpc(
-    handler: Callable[[Any, Any, Any], Awaitable[R]],
-) -> Callable[[Any, Any, Any], Awaitable[R]]:
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: Any) -> R:
-        metadata = dict(context.invocation_metadata() or ())
-        request_id = str(metadata.get("x-request-id", "")) or secrets.token_hex(8)
-        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
-        metrics: Metrics = self._manager.metrics
-        started, code = time.perf_counter(), "OK"
-        try:
-            return await handler(self, request, context)
-        except WorkerError as err:
-            code = err.code.name
-            log.info("rpc.refused", code=code, detail=err.message)
-            await _refuse(context, err)
-        except Exception:
-            code = "INTERNAL"
-            log.exception("rpc.internal_error")
-            await _refuse(context, Internal())
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id", "rpc")
-            metrics.rpc_requests.labels(handler.__name__, code).inc()
-            metrics.rpc_seconds.labels(handler.__name__).observe(time.perf_counter() - started)
-        raise AssertionError("unreachable: a refusal raises")
-
-    return wrapper
-
-
-async def _refuse(context: Any, error: WorkerError) -> None:
-    if isinstance(context, InProcessContext):
-        raise error from None
-    await context.abort(error.code, error.message)
-
-
-class BrowsersServicer(pb_grpc.BrowsersServicer):
+class BrowsersServicer(pb_grpc.BrowsersServicer, _Served):
     def __init__(self, manager: SessionManager, tokens: PageTokens) -> None:
         self._manager = manager
         self._tokens = tokens
 
-    @_rpc
+    @rpc
     async def CreateBrowser(self, request: Any, context: Any) -> pb.Browser:
         name = validation.browser_name(request.name)
         description = validation.description(request.description)
@@ -108,12 +66,12 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         )
         return convert.browser_to_pb(browser)
 
-    @_rpc
+    @rpc
     async def GetBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
         return convert.browser_to_pb(await self._manager.browsers.get(browser_id))
 
-    @_rpc
+    @rpc
     async def ListBrowsers(self, request: Any, context: Any) -> pb.ListBrowsersResponse:
         limit = validation.max_results(request.max_results)
         after = self._tokens.read("browsers", request.next_token)
@@ -126,7 +84,7 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
             next_token=self._tokens.issue("browsers", last),
         )
 
-    @_rpc
+    @rpc
     async def DeleteBrowser(self, request: Any, context: Any) -> pb.Browser:
         browser_id = validation.browser_id(request.browser_id, "browser_id")
         validation.client_token(request.client_token)
@@ -135,25 +93,25 @@ class BrowsersServicer(pb_grpc.BrowsersServicer):
         return browser
 
 
-class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
+class ProfilesServicer(pb_grpc.BrowserProfilesServicer, _Served):
     def __init__(self, manager: SessionManager, tokens: PageTokens) -> None:
         self._manager = manager  # its metrics count each call
         self._profiles = manager.profiles
         self._tokens = tokens
 
-    @_rpc
+    @rpc
     async def CreateBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
         name = validation.browser_name(request.name)
         description = validation.description(request.description)
         validation.client_token(request.client_token)
         return convert.profile_to_pb(await self._profiles.create(name, description))
 
-    @_rpc
+    @rpc
     async def GetBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
         profile_id = validation.profile_id(request.profile_id, "profile_id")
         return convert.profile_to_pb(await self._profiles.get(profile_id))
 
-    @_rpc
+    @rpc
     async def ListBrowserProfiles(
         self, request: Any, context: Any
     ) -> pb.ListBrowserProfilesResponse:
@@ -167,14 +125,14 @@ class ProfilesServicer(pb_grpc.BrowserProfilesServicer):
             next_token=self._tokens.issue(listing, last),
         )
 
-    @_rpc
+    @rpc
     async def DeleteBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
         profile_id = validation.profile_id(request.profile_id, "profile_id")
         validation.client_token(request.client_token)
         return convert.profile_to_pb(await self._profiles.delete(profile_id))
 
 
-class SessionsServicer(pb_grpc.BrowserSessionsServicer):
+class SessionsServicer(pb_grpc.BrowserSessionsServicer, _Served):
     def __init__(self, manager: SessionManager, endpoint_base: str, tokens: PageTokens) -> None:
         self._manager = manager
         self._tokens = tokens
@@ -189,7 +147,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
     def _browser(request: Any) -> str:
         return validation.browser_id(request.browser_identifier or DEFAULT_BROWSER_ID)
 
-    @_rpc
+    @rpc
     async def StartBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
         trace = validation.trace_context(request)
         config = self._manager.config
@@ -228,7 +186,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             "profile_configuration.profile_identifier",
         )
 
-    @_rpc
+    @rpc
     async def SaveBrowserSessionProfile(
         self, request: Any, context: Any
     ) -> pb.SaveBrowserSessionProfileResponse:
@@ -248,12 +206,12 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             last_updated_at=convert.timestamp(saved.updated_at),
         )
 
-    @_rpc
+    @rpc
     async def GetBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
         session_id = validation.session_id(request.session_id)
         return self._to_pb(self._manager.find(self._browser(request), session_id))
 
-    @_rpc
+    @rpc
     async def ListBrowserSessions(
         self, request: Any, context: Any
     ) -> pb.ListBrowserSessionsResponse:
@@ -269,7 +227,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             items=[self._to_pb(r) for r in records], next_token=self._tokens.issue(listing, last)
         )
 
-    @_rpc
+    @rpc
     async def StopBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
         session_id = validation.session_id(request.session_id)
         validation.client_token(request.client_token)
@@ -281,7 +239,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
             record = await self._manager.stop_session(browser_id, session_id)
         return self._to_pb(record)
 
-    @_rpc
+    @rpc
     async def UpdateBrowserStream(self, request: Any, context: Any) -> pb.BrowserSession:
         session_id = validation.session_id(request.session_id)
         validation.client_token(request.client_token)
@@ -296,7 +254,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         )
         return self._to_pb(record)
 
-    @_rpc
+    @rpc
     async def InvokeBrowser(self, request: Any, context: Any) -> pb.InvokeBrowserResponse:
         session_id = validation.session_id(request.session_id)
         record = self._manager.find(self._browser(request), session_id)
@@ -305,7 +263,7 @@ class SessionsServicer(pb_grpc.BrowserSessionsServicer):
         return invoke.answer(session_id, action.kind, result)
 
 
-class WorkerServicer(pb_grpc.WorkerServicer):
+class WorkerServicer(pb_grpc.WorkerServicer, _Served):
     def __init__(self, manager: SessionManager, worker_id: str) -> None:
         self._manager = manager
         self._worker_id = worker_id
@@ -319,7 +277,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
             if Path(path).exists()
         ]
 
-    @_rpc
+    @rpc
     async def GetWorkerStatus(self, request: Any, context: Any) -> pb.WorkerStatus:
         return pb.WorkerStatus(
             capacity=self._manager.config.max_sessions,

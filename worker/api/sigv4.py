@@ -22,6 +22,8 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from worker.config import Config, ConfigError
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_PRESIGNED_EXPIRES_S = 300  # the hosted service's maximum for live-view URLs
 
@@ -159,3 +161,14 @@ def _secret(
 def _check_time(stamp: str, day: str, max_skew_s: float) -> None:
     if abs(time.time() - _signed_at(stamp, day)) > max_skew_s:
         raise SignatureError("the request was signed too long ago (or in the future)")
+
+
+def access_keys(config: Config) -> dict[str, str] | None:
+    """The SigV4 keys of the HTTP API (None: it checks no signature).
+    Websockets accept signatures by the same keys beside their token."""
+    if config.http_api_auth != "sigv4" or config.http_api_keys_file is None:
+        return None if config.http_api_auth != "sigv4" else {}
+    try:
+        return load_keys(config.http_api_keys_file)
+    except ValueError as err:
+        raise ConfigError(f"http_api_keys_file: {err}") from None

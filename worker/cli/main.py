@@ -1,6 +1,8 @@
 """`sandbox-worker`: run the daemon, or drive a running one over gRPC.
 
     sandbox-worker serve [--state-dir DIR] [--grpc-listen H:P] ...
+    sandbox-worker gateway [--grpc-listen H:P] ...         (SANDBOX_STORE_URL)
+    sandbox-worker fleet [--workers N]                     a local fleet, until Ctrl-C
     sandbox-worker session start|get|list|stop|stream ... [--json] [--target H:P]
     sandbox-worker browser create|get|list|delete ...      [--json] [--target H:P]
     sandbox-worker status                                  [--json] [--target H:P]
@@ -71,6 +73,26 @@ def _serve(args: argparse.Namespace) -> int:
     )
     logs.configure(config.log_format, config.log_level)
     asyncio.run(server.serve(config))
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    # The store URL holds a password: only the environment, never argv.
+    from worker.fleet import gateway
+
+    config = Config.from_env(
+        os.environ,
+        grpc_listen=args.grpc_listen,
+        automation_listen=args.automation_listen,
+        http_api_listen=args.http_api_listen,
+        metrics_listen=args.metrics_listen,
+        public_automation_url=args.public_automation_url,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        ready_file=args.ready_file,
+    )
+    logs.configure(config.log_format, config.log_level)
+    asyncio.run(gateway.serve(config))
     return 0
 
 
@@ -177,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(metavar="COMMAND")
     client, with_browser = client_options()
     _add_serve(commands)
+    _add_gateway(commands)
+    _add_fleet(commands)
     _add_client_commands(commands, client, with_browser)
     _add_replay(commands)
     _add_loadtest(commands, with_browser)
@@ -209,6 +233,46 @@ def _add_serve(commands: Subparsers) -> None:
     serve.add_argument("--tls-key-file", type=Path, help="gRPC server key")
     serve.add_argument("--tls-client-ca-file", type=Path, help="require client certificates")
     serve.set_defaults(run=_serve)
+
+
+def _add_gateway(commands: Subparsers) -> None:
+    gateway = commands.add_parser(
+        "gateway",
+        help="one endpoint for a fleet of workers (SANDBOX_STORE_URL names its store)",
+    )
+    gateway.add_argument("--grpc-listen", metavar="HOST:PORT")
+    gateway.add_argument("--automation-listen", metavar="HOST:PORT")
+    gateway.add_argument("--http-api-listen", metavar="HOST:PORT", help="'' to disable")
+    gateway.add_argument("--metrics-listen", metavar="HOST:PORT", help="'' to disable")
+    gateway.add_argument("--public-automation-url", metavar="URL")
+    gateway.add_argument("--log-format", choices=["auto", "json", "console"])
+    gateway.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    gateway.add_argument("--ready-file", type=Path, help="write bound addresses here as JSON")
+    gateway.set_defaults(run=_gateway)
+
+
+def _add_fleet(commands: Subparsers) -> None:
+    fleet = commands.add_parser(
+        "fleet", help="a local fleet: PostgreSQL, N workers and a gateway, until Ctrl-C"
+    )
+    fleet.add_argument("--workers", type=int, default=3)
+    fleet.add_argument("--grpc-listen", default="127.0.0.1:50051", metavar="HOST:PORT")
+    fleet.add_argument("--automation-listen", default="127.0.0.1:9223", metavar="HOST:PORT")
+    fleet.add_argument("--http-api-listen", default="127.0.0.1:8090", metavar="HOST:PORT")
+    fleet.add_argument("--metrics-listen", default="127.0.0.1:9464", metavar="HOST:PORT")
+    fleet.set_defaults(run=_fleet)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from worker.cli import local_fleet
+
+    flags = [
+        "--grpc-listen", args.grpc_listen,
+        "--automation-listen", args.automation_listen,
+        "--http-api-listen", args.http_api_listen,
+        "--metrics-listen", args.metrics_listen,
+    ]  # fmt: skip
+    return local_fleet.run(args.workers, flags)
 
 
 def _add_client_commands(

@@ -21,6 +21,7 @@ import structlog
 
 from worker.errors import Unavailable
 from worker.sessions.manager import SessionManager
+from worker.sessions.model import WORKER_LOST
 from worker.sessions.postgres_store import PostgresStore
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,20 @@ class FleetMember:
     async def beat(self) -> None:
         await self.copy_records()
         await self._store.heartbeat(self.worker_id, self.status())
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """Sessions the fleet ended WORKER_LOST while this worker was out of
+        touch (a partition, a pause): their clients were told they are gone,
+        so they end here too."""
+        live = list(self._manager.live)
+        if not live:
+            return
+        for session_id in await self._store.lost_sessions(self.worker_id, live):
+            session = self._manager.live.get(session_id)
+            if session is not None:
+                log.warning("fleet.session_lost", session_id=session_id)
+                session.close_soon(WORKER_LOST)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -98,7 +113,9 @@ class FleetMember:
                 if not down_since:
                     down_since = time.monotonic()
                     log.warning("fleet.store_unavailable", reason=exc.reason)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                # Back soon after the store is: gateways give a worker only
+                # worker_lost_after_s from then.
+                backoff = min(backoff * 2, MAX_BACKOFF_S, 4 * self._interval_s)
                 continue
             except Exception:  # the beat must outlive any one failure
                 log.exception("fleet.heartbeat_failed")

@@ -458,6 +458,7 @@ class SessionManager:
             "starting": sum(1 for s in self.live.values() if s.record.status == STARTING),
             "warm": {flavour: len(idle) for flavour, idle in self.pool.idle.items()},
             "draining": self.draining,
+            "default_flavour": self.config.default_flavour,  # the built-in browser's
         }
 
     async def state(self) -> State:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,15 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX sessions_by_worker ON sessions (worker_id) WHERE status <> 'TERMINATED';
         CREATE INDEX sessions_by_token ON sessions (browser_id, client_token)
             WHERE client_token <> '';
+        -- A clientToken's Start, fleet-wide: the first gateway to claim it
+        -- places the session; the others send theirs to the same worker.
+        CREATE TABLE start_claims (
+            browser_id text NOT NULL,
+            client_token text NOT NULL,
+            worker_id text NOT NULL,
+            claimed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (browser_id, client_token)
+        );
         """,
     ),
 )
@@ -87,10 +97,13 @@ def describe(url: str) -> str:
 
 
 class PostgresStore:
-    def __init__(self, pool: AsyncConnectionPool[Any], where: str, created_at: float) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], where: str, created_at: float, page_key: bytes
+    ) -> None:
         self._pool = pool
         self.where = where
         self.created_at = created_at
+        self.page_key = page_key  # list tokens every gateway can check
 
     @classmethod
     async def open(cls, url: str, timeout_s: float) -> PostgresStore:
@@ -109,12 +122,12 @@ class PostgresStore:
         try:
             await pool.open(wait=True, timeout=timeout_s)
             async with pool.connection() as conn:
-                created = await _migrate(conn)
+                created, page_key = await _migrate(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             await pool.close()
             raise Unavailable("", f"the store at {where} cannot be reached ({_why(exc)})") from None
         log.info("store.opened", store=where, schema=MIGRATIONS[-1][0])
-        return cls(pool, where, created)
+        return cls(pool, where, created, page_key)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -222,7 +235,8 @@ class PostgresStore:
                     " client_token, updated_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
                     " updated_at = excluded.updated_at, body = excluded.body"
-                    " WHERE sessions.updated_at <= excluded.updated_at",
+                    " WHERE sessions.updated_at <= excluded.updated_at"
+                    " AND sessions.status <> 'TERMINATED'",  # an end is final
                     [
                         (
                             r.session_id,
@@ -239,12 +253,102 @@ class PostgresStore:
 
         await self.with_connection(write)
 
-    async def get_session(self, session_id: str) -> tuple[SessionRecord, str] | None:
-        """A session's record and the worker that holds it."""
+    async def put_pointer(
+        self, session_id: str, browser_id: str, worker_id: str, client_token: str
+    ) -> None:
+        """Which worker holds a session, written by the gateway that started
+        it before it answers, so any gateway can route the session at once;
+        the worker's own copy fills the row in."""
+        await self._run(
+            "INSERT INTO sessions (session_id, browser_id, worker_id, status, client_token,"
+            " updated_at, body) VALUES (%s, %s, %s, 'READY', %s, 0, '{}')"
+            " ON CONFLICT (session_id) DO NOTHING",
+            (session_id, browser_id, worker_id, client_token),
+        )
+
+    async def find_session(self, session_id: str) -> tuple[SessionRecord | None, str] | None:
+        """A session's record (None until its worker copied it) and owner."""
         rows = await self._run(
             "SELECT body, worker_id FROM sessions WHERE session_id = %s", (session_id,)
         )
-        return (session_from_dict(rows[0][0]), rows[0][1]) if rows else None
+        if not rows:
+            return None
+        body, worker_id = rows[0]
+        return (session_from_dict(body) if "session_id" in body else None), str(worker_id)
+
+    async def list_sessions(
+        self, browser_id: str, status: str | None, limit: int, before: str
+    ) -> list[SessionRecord]:
+        """Newest first across the fleet (ids are time-ordered)."""
+        query = "SELECT body FROM sessions WHERE browser_id = %s AND body ? 'session_id'"
+        args: list[Any] = [browser_id]
+        if status:
+            query += " AND status = %s"
+            args.append(status)
+        if before:
+            query += " AND session_id < %s"
+            args.append(before)
+        rows = await self._run(query + " ORDER BY session_id DESC LIMIT %s", (*args, limit))
+        return [session_from_dict(r[0]) for r in rows]
+
+    async def running_sessions_of(self, browser_id: str) -> int:
+        rows = await self._run(
+            "SELECT count(*) FROM sessions WHERE browser_id = %s AND status <> 'TERMINATED'",
+            (browser_id,),
+        )
+        return int(rows[0][0])
+
+    async def claim_start(self, browser_id: str, client_token: str, worker_id: str) -> str:
+        """The worker that a clientToken's Start goes to: `worker_id` if this
+        call claimed the token first, or the one an earlier claim chose."""
+        rows = await self._run(
+            "INSERT INTO start_claims (browser_id, client_token, worker_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (browser_id, client_token) DO UPDATE"
+            " SET worker_id = start_claims.worker_id RETURNING worker_id",
+            (browser_id, client_token, worker_id),
+        )
+        return str(rows[0][0])
+
+    async def move_claim(self, browser_id: str, client_token: str, worker_id: str) -> None:
+        """The claimed worker was full or gone: the Start goes elsewhere."""
+        await self._run(
+            "UPDATE start_claims SET worker_id = %s WHERE browser_id = %s AND client_token = %s",
+            (worker_id, browser_id, client_token),
+        )
+
+    async def mark_lost(self, worker_id: str, now: float) -> list[str]:
+        """End a silent worker's sessions WORKER_LOST, once: only the caller
+        that flips the worker to lost gets the session ids back."""
+
+        async def flip(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "UPDATE workers SET body = body || '{\"lost\": true}'::jsonb"
+                    " WHERE worker_id = %s AND NOT coalesce((body->>'lost')::boolean, false)"
+                    " RETURNING worker_id",
+                    (worker_id,),
+                )
+                if await cursor.fetchone() is None:
+                    return []
+                cursor = await conn.execute(
+                    "UPDATE sessions SET status = 'TERMINATED', updated_at = %s,"
+                    " body = body || jsonb_build_object('status', 'TERMINATED',"
+                    " 'termination_reason', 'WORKER_LOST', 'updated_at', %s::float8)"
+                    " WHERE worker_id = %s AND status <> 'TERMINATED' RETURNING session_id",
+                    (now, now, worker_id),
+                )
+                return [str(r[0]) for r in await cursor.fetchall()]
+
+        return await self.with_connection(flip)
+
+    async def lost_sessions(self, worker_id: str, session_ids: list[str]) -> list[str]:
+        """Which of a worker's running sessions the fleet has ended WORKER_LOST."""
+        rows = await self._run(
+            "SELECT session_id FROM sessions WHERE worker_id = %s AND session_id = ANY(%s)"
+            " AND body->>'termination_reason' = 'WORKER_LOST'",
+            (worker_id, session_ids),
+        )
+        return [str(r[0]) for r in rows]
 
     async def workers(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every worker: id, what it last said, seconds since it said it."""
@@ -254,7 +358,7 @@ class PostgresStore:
         return [(r[0], r[1], float(r[2])) for r in rows]
 
 
-async def _migrate(conn: psycopg.AsyncConnection[Any]) -> float:
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> tuple[float, bytes]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         await conn.execute(
@@ -269,9 +373,15 @@ async def _migrate(conn: psycopg.AsyncConnection[Any]) -> float:
             await conn.execute(sql)
             await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             log.info("store.migrated", version=version)
-        cursor = await conn.execute("SELECT value FROM meta WHERE key = 'created_at'")
-        row = await cursor.fetchone()
-    return float(row[0]) if row else time.time()
+        await conn.execute(
+            "INSERT INTO meta VALUES ('page_token_key', %s) ON CONFLICT DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        cursor = await conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('created_at', 'page_token_key')"
+        )
+        meta = dict(await cursor.fetchall())
+    return float(meta.get("created_at", time.time())), bytes.fromhex(meta["page_token_key"])
 
 
 def _why(exc: Exception) -> str:

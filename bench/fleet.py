@@ -1,0 +1,223 @@
+"""The gateway's cost: three workers behind one gateway, against the same
+three workers addressed directly by a client that knows where each session
+is (the best a user could do by hand), in one run, interleaved.
+
+- Start latency: StartBrowserSession through the gateway and straight to a
+  worker (round robin), alternating, each session stopped at once; the
+  added cost is the median of the paired differences.
+- CDP round trip: one session, two websocket clients on it, one through the
+  gateway's relay and one on the worker's own endpoint, calling
+  Target.getTargets in turn.
+- Sessions per minute at concurrency 2, 4 and 8: the load generator's
+  scenario (Start, connect, open a tab, load a page, read its title, Stop),
+  through the gateway and direct (each client keeps to one worker), for
+  the same time each, alternating which goes first.
+
+On two cores the workers' browsers compete with each other and with the
+gateway: the headless shell is used for every session, and the ratios, not
+the absolute times, are what a run says. A PostgreSQL is started in a
+temporary directory (worker.cli.local_postgres).
+
+Prints one JSON object on its last line and writes bench/results/fleet.json.
+
+    python bench/fleet.py [--starts 24] [--calls 400] [--seconds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from common import daemon, free_port, gateway, write_results
+from worker.api.automation import endpoint_path
+from worker.cli import loadtest
+from worker.cli.cdp_client import AsyncCDP
+from worker.cli.local_postgres import local_postgres
+from worker.cli.loopback import serving_bytes
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+WORKERS = 3
+CAPACITY = 3  # per worker: concurrency 8 fits in the fleet's 9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--starts", type=int, default=24)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, local_postgres(free_port()) as pg:
+        scratch = Path(tmp)
+        env = {"SANDBOX_STORE_URL": pg.url, "SANDBOX_HEARTBEAT_INTERVAL_S": "0.5"}
+        flags = ("--max-sessions", str(CAPACITY), "--default-flavour", "headless-shell")
+        with contextlib.ExitStack() as stack:
+            workers = [
+                stack.enter_context(daemon(scratch, *flags, env=env)) for _ in range(WORKERS)
+            ]
+            front = stack.enter_context(gateway(scratch, env))
+            results = asyncio.run(measure(workers, front, args))
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    write_results("fleet", results)
+
+
+async def measure(
+    workers: list[dict[str, Any]], front: dict[str, Any], args: Any
+) -> dict[str, Any]:
+    channels = [grpc.aio.insecure_channel(w["grpc"]) for w in [front, *workers]]
+    try:
+        via, *direct = [pb_grpc.BrowserSessionsStub(c) for c in channels]
+        await _until_placeable(channels[0])
+        starts = await start_latency(via, direct, args.starts)
+        rtt = await round_trip(via, workers, front, args.calls)
+        throughput = {}
+        with serving_bytes(loadtest.PAGE) as url:
+            for n, concurrency in enumerate((2, 4, 8)):
+                throughput[str(concurrency)] = await sessions_per_minute(
+                    via, direct, concurrency, args.seconds, url + "/", gateway_first=n % 2 == 0
+                )
+    finally:
+        for channel in channels:
+            await channel.close()
+    return {
+        "benchmark": "fleet",
+        "workers": WORKERS,
+        "flavour": "headless-shell",
+        "start": starts,
+        "cdp_round_trip": rtt,
+        "sessions_per_minute": throughput,
+        "goals": {
+            "start_added_ms_p50": 1.0,
+            "round_trip_added_ms_p50": 0.3,
+            "sessions_per_minute_ratio": 0.95,
+        },
+    }
+
+
+async def _until_placeable(channel: grpc.aio.Channel) -> None:
+    status = pb_grpc.WorkerStub(channel)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = await status.GetWorkerStatus(pb.GetWorkerStatusRequest())
+        if seen.capacity == WORKERS * CAPACITY:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the gateway did not see every worker")
+
+
+async def _timed_start(stub: Any) -> float:
+    began = time.perf_counter()
+    started = await stub.StartBrowserSession(pb.StartBrowserSessionRequest())
+    took = (time.perf_counter() - began) * 1000
+    await stub.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=started.session_id))
+    return took
+
+
+async def start_latency(via: Any, direct: list[Any], rounds: int) -> dict[str, float]:
+    through, straight, added = [], [], []
+    for n in range(rounds):
+        pair = [via, direct[n % len(direct)]]
+        if n % 2:
+            pair.reverse()
+        times = dict(zip(("first", "second"), [await _timed_start(s) for s in pair], strict=True))
+        g, d = (
+            (times["first"], times["second"]) if n % 2 == 0 else (times["second"], times["first"])
+        )
+        through.append(g)
+        straight.append(d)
+        added.append(g - d)
+    return {
+        "gateway_ms_p50": round(statistics.median(through), 2),
+        "direct_ms_p50": round(statistics.median(straight), 2),
+        "added_ms_p50": round(statistics.median(added), 2),
+    }
+
+
+async def round_trip(
+    via: Any, workers: list[dict[str, Any]], front: dict[str, Any], calls: int
+) -> dict[str, float]:
+    started = await via.StartBrowserSession(pb.StartBrowserSessionRequest())
+    stream = started.streams.automation_stream
+    path = endpoint_path(started.browser_identifier, started.session_id)
+    owner = await _owner(workers, started.session_id)
+    through, straight = [], []
+    try:
+        async with (
+            AsyncCDP.connect(stream.stream_endpoint, stream.token, 30) as relayed,
+            AsyncCDP.connect(owner["automation_url"] + path, stream.token, 30) as own,
+        ):
+            for _ in range(20):  # warm both paths
+                await relayed.call("Target.getTargets")
+                await own.call("Target.getTargets")
+            for n in range(calls):
+                for client, into in ((relayed, through), (own, straight))[:: 1 if n % 2 else -1]:
+                    began = time.perf_counter()
+                    await client.call("Target.getTargets")
+                    into.append((time.perf_counter() - began) * 1000)
+    finally:
+        await via.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=started.session_id))
+    g, d = statistics.median(through), statistics.median(straight)
+    return {
+        "gateway_ms_p50": round(g, 3),
+        "direct_ms_p50": round(d, 3),
+        "added_ms_p50": round(g - d, 3),
+    }
+
+
+async def _owner(workers: list[dict[str, Any]], session_id: str) -> dict[str, Any]:
+    for worker in workers:
+        async with grpc.aio.insecure_channel(worker["grpc"]) as channel:
+            stub = pb_grpc.BrowserSessionsStub(channel)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.GetBrowserSession(pb.GetBrowserSessionRequest(session_id=session_id))
+                return worker
+    raise RuntimeError("no worker holds the session")
+
+
+async def sessions_per_minute(
+    via: Any, direct: list[Any], concurrency: int, seconds: float, url: str, gateway_first: bool
+) -> dict[str, float]:
+    runs = [
+        ("gateway", [via] * concurrency),
+        ("direct", [direct[i % len(direct)] for i in range(concurrency)]),
+    ]
+    if not gateway_first:
+        runs.reverse()
+    rates: dict[str, float] = {}
+    for name, stubs in runs:
+        rates[name] = await _rate(stubs, seconds, url)
+    rates["ratio"] = round(rates["gateway"] / rates["direct"], 3) if rates["direct"] else 0.0
+    return rates
+
+
+async def _rate(stubs: list[Any], seconds: float, url: str) -> float:
+    options = loadtest.Options(target="", url=url, progress=False)
+    began = time.monotonic()
+    deadline = began + seconds
+    done = 0
+
+    async def client(stub: Any) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            outcome = await loadtest.scenario(stub, options, url, began)
+            if outcome.error:
+                await asyncio.sleep(loadtest.REFUSAL_BACKOFF_S)
+            else:
+                done += 1
+
+    await asyncio.gather(*(client(s) for s in stubs))
+    return round(done / (time.monotonic() - began) * 60, 1)
+
+
+if __name__ == "__main__":
+    main()

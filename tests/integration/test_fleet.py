@@ -1,0 +1,319 @@
+"""A fleet behind gateways, all real: a PostgreSQL the tests start, workers
+sharing it, two gateways in front. Stock boto3 and Playwright drive it
+through either gateway; Starts spread and a full fleet says so; a
+clientToken is one session fleet-wide; List pages across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from botocore.exceptions import ClientError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from helpers.daemon import daemon
+from helpers.fleet import (
+    HEARTBEAT_S,
+    LOST_AFTER_S,
+    RunningGateway,
+    fleet_worker,
+    gateway_process,
+    owner_of,
+    running_gateway,
+)
+from helpers.hosted import client, first_page
+from helpers.postgres import Postgres, postgres
+from helpers.upstreams import SecretsManager
+from helpers.waits import eventually
+from helpers.workers import RunningWorker, browser_root, session_processes
+from worker.browser import reaper
+from worker.pb import sandbox_pb2 as pb
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+BUILT_IN = "aws.browser.v1"
+STORE_PASSWORD = "fleet-store-password"  # trust auth takes it; nothing may show it
+
+
+@pytest.fixture
+def pg() -> Iterator[Postgres]:
+    with postgres() as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    tmp_path: Path, pg: Postgres, workers: int = 2, **fields: Any
+) -> AsyncIterator[tuple[list[RunningWorker], list[RunningGateway]]]:
+    async with contextlib.AsyncExitStack() as stack:
+        members = [
+            await stack.enter_async_context(fleet_worker(tmp_path, pg, f"w{n}", **fields))
+            for n in range(workers)
+        ]
+        gateways = [
+            await stack.enter_async_context(running_gateway(tmp_path, pg)) for _ in range(2)
+        ]
+        yield members, gateways
+
+
+async def test_boto3_and_playwright_use_the_fleet_through_either_gateway(
+    tmp_path: Path, pg: Postgres, web: str
+) -> None:
+    async with fleet(tmp_path, pg) as (workers, (g1, g2)):
+        control1, data2 = client(g1, "bedrock-agentcore-control"), client(g2, "bedrock-agentcore")
+        data1 = client(g1, "bedrock-agentcore")
+        created = await control1.create_browser(
+            name="fleet_browser", networkConfiguration={"networkMode": "PUBLIC"}
+        )
+        browser_id = created["browserId"]
+        started = await data2.start_browser_session(browserIdentifier=browser_id)
+        session_id = started["sessionId"]
+        endpoint = started["streams"]["automationStream"]["streamEndpoint"]
+        async with first_page(started) as page:
+            await page.goto(f"{web}/index.html")
+            title = await page.title()
+            seen = await data1.get_browser_session(
+                browserIdentifier=browser_id, sessionId=session_id
+            )
+        listed = await data1.list_browser_sessions(browserIdentifier=browser_id)
+        await g2.server.stop()  # a gateway goes: the other serves everything
+        await data1.stop_browser_session(browserIdentifier=browser_id, sessionId=session_id)
+        ended = await eventually(
+            lambda: _status(data1, browser_id, session_id, "TERMINATED"), timeout=10
+        )
+        owners = {owner_of(pg, session_id)}
+    assert endpoint.startswith(f"ws://127.0.0.1:{g2.server.automation_port}/")
+    assert title == "sandbox test page"
+    assert seen["status"] == "READY" and seen["browserIdentifier"] == browser_id
+    assert [s["sessionId"] for s in listed["items"]] == [session_id]
+    assert ended["status"] == "TERMINATED"
+    assert owners <= {w.server.worker_id for w in workers}
+
+
+async def _status(data: Any, browser_id: str, session_id: str, status: str) -> Any:
+    got = await data.get_browser_session(browserIdentifier=browser_id, sessionId=session_id)
+    return got if got["status"] == status else None
+
+
+async def test_starts_spread_a_full_fleet_says_so_and_a_client_token_is_one_session(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with fleet(tmp_path, pg) as (workers, (g1, g2)):
+        started = [await (g1 if n % 2 else g2).start() for n in range(4)]
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await g1.start()
+        with pytest.raises(ClientError) as quota:
+            await client(g2, "bedrock-agentcore").start_browser_session(browserIdentifier=BUILT_IN)
+        owners = [owner_of(pg, s.session_id) for s in started]
+        await g1.stop(started[0].session_id)
+        token = "fleet-token-0123456789abcdef0123456789"
+        await eventually(lambda: _room(g1), timeout=10)
+        twice = await asyncio.gather(g1.start(client_token=token), g2.start(client_token=token))
+        for s in started[1:]:
+            await g2.stop(s.session_id)
+    assert sorted(owners.count(w.server.worker_id) for w in workers) == [2, 2]
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert full.value.details() == "capacity: all 4 sessions of the fleet's 2 workers are in use"
+    assert quota.value.response["Error"]["Code"] == "ServiceQuotaExceededException"
+    assert twice[0].session_id == twice[1].session_id
+
+
+async def _room(gateway: RunningGateway) -> bool:
+    status = await gateway.status.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    return bool(status.sessions_in_use < status.capacity)
+
+
+async def test_list_pages_across_workers_return_each_session_once(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with fleet(tmp_path, pg, workers=3) as (_, (g1, g2)):
+        started = {(await g1.start()).session_id for _ in range(5)}
+        await eventually(lambda: _all_listed(g1, len(started)), timeout=10)
+        seen: list[str] = []
+        token, gateways = "", [g1, g2]
+        for turn in range(10):  # pages of two, alternating gateways
+            page = await gateways[turn % 2].sessions.ListBrowserSessions(
+                pb.ListBrowserSessionsRequest(max_results=2, next_token=token)
+            )
+            seen += [s.session_id for s in page.items]
+            token = page.next_token
+            if not token:
+                break
+        with pytest.raises(grpc.aio.AioRpcError) as garbage:
+            await g2.sessions.ListBrowserSessions(
+                pb.ListBrowserSessionsRequest(next_token="bm90IGEgdG9rZW4.AAAA")
+            )
+        for session_id in started:
+            await g2.stop(session_id)
+    assert sorted(seen) == sorted(started) and len(seen) == 5
+    assert seen == sorted(seen, reverse=True)  # newest first
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (garbage.value.details() or "").startswith("next_token")
+
+
+async def _all_listed(gateway: RunningGateway, count: int) -> bool:
+    page = await gateway.sessions.ListBrowserSessions(
+        pb.ListBrowserSessionsRequest(max_results=100)
+    )
+    return len(page.items) == count
+
+
+async def test_a_killed_worker_s_sessions_end_worker_lost_and_the_fleet_carries_on(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    env = {
+        "SANDBOX_STORE_URL": pg.url,
+        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
+        "SANDBOX_MAX_SESSIONS": "2",
+    }
+    victim_dir, other_dir = tmp_path / "victim" / "state", tmp_path / "other" / "state"
+    victim_dir.parent.mkdir()
+    other_dir.parent.mkdir()
+    with daemon(victim_dir, env=env) as (victim, victim_info):
+        async with running_gateway(tmp_path, pg) as gateway:
+            started = await gateway.start()  # the only worker yet
+            stream = started.streams.automation_stream
+            with daemon(other_dir, env=env) as (_, other_info):
+                await eventually(lambda: len(gateway.server.fleet.directory.fresh()) == 2)
+                async with connect(
+                    stream.stream_endpoint,
+                    additional_headers={"Authorization": f"Bearer {stream.token}"},
+                ) as client:
+                    await client.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
+                    answer = json.loads(await client.recv())
+                    os.killpg(victim.pid, signal.SIGKILL)
+                    killed_at = time.monotonic()
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await asyncio.wait_for(client.recv(), 10)
+                lost = await eventually(
+                    lambda: _ended(gateway, started.session_id), timeout=LOST_AFTER_S + 16
+                )
+                lost_after = time.monotonic() - killed_at
+                replacement = await gateway.start()
+                replaced_by = owner_of(pg, replacement.session_id)
+                await gateway.stop(replacement.session_id)
+    # The killed worker left its session's files (its browser died with the
+    # CDP pipe); its restart removes them and leaves no process of it.
+    left = browser_root(victim_dir, started.session_id)
+    left_before = left.exists()
+    with daemon(victim_dir, env=env):
+        await eventually(lambda: not left.exists(), timeout=15)
+        assert not session_processes(victim_dir, started.session_id)
+    assert answer["id"] == 1 and "product" in answer["result"]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "worker" in closed.value.rcvd.reason
+    assert lost.termination_reason == pb.WORKER_LOST and lost_after < 20
+    assert replaced_by == other_info["worker_id"] != victim_info["worker_id"]
+    assert left_before  # so the clean-up above was seen, not assumed
+
+
+async def _ended(gateway: RunningGateway, session_id: str) -> Any:
+    got = await gateway.get(session_id)
+    return got if got.status == pb.TERMINATED else None
+
+
+async def test_a_store_restart_fails_starts_clearly_and_the_gateway_recovers_by_itself(
+    tmp_path: Path, pg: Postgres, capfd: pytest.CaptureFixture[str]
+) -> None:
+    secret_url = pg.url.replace("postgres@", f"postgres:{STORE_PASSWORD}@")
+    async with (
+        fleet_worker(tmp_path, pg, "w0", store_url=secret_url),
+        running_gateway(tmp_path, pg, store_url=secret_url) as gateway,
+    ):
+        running = await gateway.start()
+        await asyncio.to_thread(pg.stop)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await gateway.start()
+        finally:
+            await asyncio.to_thread(pg.start)
+
+        async def started() -> Any:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                return await gateway.start()
+            return None
+
+        after = await eventually(started, timeout=30)
+        still = await gateway.get(running.session_id)
+        for session_id in (running.session_id, after.session_id):
+            await gateway.stop(session_id)
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"127.0.0.1:{pg.port}" in (down.value.details() or "")
+    assert still.status == pb.READY  # the running session never noticed
+    out, err = capfd.readouterr()
+    assert STORE_PASSWORD not in out + err + str(down.value.details())
+
+
+def test_the_load_generator_runs_its_recorded_scenario_through_a_gateway(
+    tmp_path: Path, pg: Postgres, moto: SecretsManager
+) -> None:
+    bucket = moto.bucket()
+    env = {
+        "SANDBOX_STORE_URL": pg.url,
+        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
+        "SANDBOX_MAX_SESSIONS": "2",
+        "SANDBOX_RECORDING_STORAGE": "s3",
+    }
+    with contextlib.ExitStack() as stack:
+        for n in range(2):
+            (tmp_path / f"w{n}").mkdir()
+            stack.enter_context(daemon(tmp_path / f"w{n}" / "state", env=env))
+        gateway = stack.enter_context(gateway_process(tmp_path, {**env}))
+        argv = [
+            sys.executable, "-m", "worker.cli", "loadtest",
+            "--target", gateway["grpc"], "--concurrency", "5", "--sessions", "0",
+            "--duration", "20", "--record", bucket, "--json", "--quiet",
+        ]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["succeeded"] >= 4
+    assert set(result["failures"]) <= {"RESOURCE_EXHAUSTED"}, result["failures"]
+    recorded = {key.split("/")[1] for key in moto.objects(bucket, "loadtest/")}
+    assert len(recorded) >= result["succeeded"] - 2  # the last may still be flushing
+
+
+def test_one_command_runs_a_local_fleet_and_ctrl_c_leaves_nothing() -> None:
+    argv = [
+        sys.executable, "-m", "worker.cli", "fleet", "--workers", "2",
+        "--grpc-listen", "127.0.0.1:0", "--automation-listen", "127.0.0.1:0",
+        "--http-api-listen", "127.0.0.1:0", "--metrics-listen", "",
+    ]  # fmt: skip
+    env = {**os.environ, "SANDBOX_DEFAULT_FLAVOUR": "headless-shell"}
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            info = json.loads(process.stdout.readline())
+            with grpc.insecure_channel(info["grpc"]) as channel:
+                status = pb_grpc.WorkerStub(channel).GetWorkerStatus(pb.GetWorkerStatusRequest())
+                sessions = pb_grpc.BrowserSessionsStub(channel)
+                started = sessions.StartBrowserSession(pb.StartBrowserSessionRequest(), timeout=60)
+            os.killpg(process.pid, signal.SIGINT)
+            code = process.wait(120)
+            errors = process.stderr.read().decode()[-2000:]
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+    assert info["workers"] == 2 and status.capacity > 0
+    assert started.status == pb.READY
+    assert code == 0, errors
+    assert not Path(info["directory"]).exists()
+    assert not reaper.pids_referencing(Path(info["directory"]))

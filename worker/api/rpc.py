@@ -1,0 +1,117 @@
+"""How every servicer's call is made and refused, the worker's and the
+gateway's alike: one place maps errors. A WorkerError becomes its own status
+code and message (its field also rides in trailing metadata, so a gateway
+forwarding the call can rebuild the error exactly); anything else becomes
+INTERNAL with a generic message and a logged traceback, so no stack, secret
+or upstream text reaches a caller.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from worker.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    WorkerError,
+)
+from worker.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+R = TypeVar("R")
+# Trailing metadata of a refusal: that a servicer chose it (as against a
+# status gRPC made up for a broken connection), and the refused field.
+REFUSED_KEY, FIELD_KEY = "sandbox-refused", "sandbox-field"
+
+
+class InProcessContext:
+    """What the hosted HTTP API passes for a gRPC context when it calls a
+    servicer in-process: its request id, and no status codes: a domain error
+    reaches the HTTP edge as itself, field and reason kept apart."""
+
+    def __init__(self, request_id: str) -> None:
+        self._metadata = (("x-request-id", request_id),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def rpc(
+    handler: Callable[[Any, Any, Any], Awaitable[R]],
+) -> Callable[[Any, Any, Any], Awaitable[R]]:
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: Any) -> R:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get("x-request-id", "")) or secrets.token_hex(8)
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
+        metrics: Metrics = self.metrics
+        started, code = time.perf_counter(), "OK"
+        try:
+            return await handler(self, request, context)
+        except WorkerError as err:
+            code = err.code.name
+            log.info("rpc.refused", code=code, detail=err.message)
+            await _refuse(context, err)
+        except Exception:
+            code = "INTERNAL"
+            log.exception("rpc.internal_error")
+            await _refuse(context, Internal())
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id", "rpc")
+            metrics.rpc_requests.labels(handler.__name__, code).inc()
+            metrics.rpc_seconds.labels(handler.__name__).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable: a refusal raises")
+
+    return wrapper
+
+
+async def _refuse(context: Any, error: WorkerError) -> None:
+    if isinstance(context, InProcessContext):
+        raise error from None
+    context.set_trailing_metadata(((REFUSED_KEY, "1"), (FIELD_KEY, error.field)))
+    await context.abort(error.code, error.message)
+
+
+# Codes a forwarded call may answer with, as the errors that carry them.
+_BY_CODE: dict[grpc.StatusCode, type[WorkerError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+    )
+}
+
+
+def refused_on_purpose(error: grpc.aio.AioRpcError) -> bool:
+    return dict(error.trailing_metadata() or ()).get(REFUSED_KEY) == "1"
+
+
+def rebuild(error: grpc.aio.AioRpcError) -> WorkerError:
+    """A refusal from another process (a worker behind a gateway) as the
+    error it was there: field and reason apart. A code no worker refuses
+    with on purpose becomes a generic INTERNAL: its text stays unseen."""
+    kind = _BY_CODE.get(error.code())
+    if kind is None:
+        return Internal()
+    trailing = dict(error.trailing_metadata() or ())
+    field = str(trailing.get(FIELD_KEY, ""))
+    details = error.details() or ""
+    reason = details[len(field) + 2 :] if field and details.startswith(f"{field}: ") else details
+    return kind(field, reason)

@@ -1,0 +1,86 @@
+"""A gateway's view of the workers: what each last said in the store,
+refreshed in the background, plus the Starts this gateway has in flight to
+each (placement counts them as taken room). A worker silent past
+`worker_lost_after_s` is out of placement, and its sessions end WORKER_LOST
+(the store lets exactly one gateway do that, and log it). The gateway
+calls `refresh` on a timer; it returns the workers newly found lost, whose
+relayed clients the gateway then closes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import structlog
+
+from worker.errors import Unavailable
+from worker.fleet.placement import WorkerView, candidates, fleet_capacity
+from worker.sessions.postgres_store import PostgresStore
+
+log = structlog.get_logger(__name__)
+
+REFRESH_S = 0.5  # well inside a worker's 2 s heartbeat
+
+
+class Directory:
+    def __init__(self, store: PostgresStore, lost_after_s: float) -> None:
+        self._store = store
+        self.lost_after_s = lost_after_s
+        self.workers: dict[str, WorkerView] = {}
+        self.pending: dict[str, int] = {}
+        self.reachable = False  # the store answered the last refresh
+        # Since when this gateway has seen the store without a break: a
+        # worker is judged silent only over that span, so a store outage
+        # (workers cannot heartbeat through it) never loses the fleet.
+        self._reachable_since = time.monotonic()
+        self._lost: set[str] = set()  # silent workers this gateway has seen
+
+    def candidates(self, flavour: str) -> list[WorkerView]:
+        return candidates(list(self.workers.values()), flavour, self.lost_after_s, self.pending)
+
+    def capacity(self) -> tuple[int, int]:
+        return fleet_capacity(list(self.workers.values()), self.lost_after_s)
+
+    def fresh(self) -> list[WorkerView]:
+        return [w for w in self.workers.values() if w.fresh(self.lost_after_s)]
+
+    @contextlib.contextmanager
+    def starting(self, worker_id: str) -> Iterator[None]:
+        """Count a Start in flight to a worker while it runs."""
+        self.pending[worker_id] = self.pending.get(worker_id, 0) + 1
+        try:
+            yield
+        finally:
+            self.pending[worker_id] -= 1
+
+    async def refresh(self) -> list[str]:
+        """Read the workers again; returns those newly found silent."""
+        try:
+            rows = await self._store.workers()
+        except Unavailable:
+            self.reachable = False
+            raise
+        if not self.reachable:
+            self.reachable, self._reachable_since = True, time.monotonic()
+        self.workers = {wid: WorkerView.from_heartbeat(wid, body, age) for wid, body, age in rows}
+        watched = time.monotonic() - self._reachable_since
+        newly = []
+        for view in self.workers.values():
+            if view.stopped or min(view.age_s, watched) < self.lost_after_s:
+                self._lost.discard(view.worker_id)  # back (or gone on purpose)
+            elif view.worker_id not in self._lost:
+                self._lost.add(view.worker_id)
+                await self._lose(view)
+                newly.append(view.worker_id)
+        return newly
+
+    async def _lose(self, view: WorkerView) -> None:
+        ended = await self._store.mark_lost(view.worker_id, time.time())
+        if ended:
+            log.warning(
+                "fleet.worker_lost",
+                worker_id=view.worker_id,
+                silent_s=round(view.age_s, 1),
+                sessions=len(ended),
+            )

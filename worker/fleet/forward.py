@@ -1,0 +1,72 @@
+"""Calls a gateway makes to workers: one gRPC channel per worker address,
+kept while the gateway runs, and a worker's refusal rebuilt as the error it
+was there (field and reason apart), so a caller cannot tell a gateway's
+answer from a worker's. A worker that does not answer is UNAVAILABLE naming
+the worker, never its traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from worker.api.rpc import rebuild, refused_on_purpose
+from worker.errors import Unavailable
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+
+STUBS: dict[str, Any] = {
+    "sessions": pb_grpc.BrowserSessionsStub,
+    "browsers": pb_grpc.BrowsersStub,
+    "profiles": pb_grpc.BrowserProfilesStub,
+    "worker": pb_grpc.WorkerStub,
+}
+
+
+class Forwarder:
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], Any] = {}
+
+    async def call(
+        self,
+        address: str,
+        service: str,
+        method: str,
+        request: Any,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
+        stub = self._stub(address, service)
+        try:
+            return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            if refused_on_purpose(err):
+                raise rebuild(err) from None  # the worker's own answer
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise WorkerUnreachable(address) from None
+            raise rebuild(err) from None  # INTERNAL, generic
+
+    def _stub(self, address: str, service: str) -> Any:
+        stub = self._stubs.get((address, service))
+        if stub is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(address)
+                self._channels[address] = channel
+            stub = STUBS[service](channel)
+            self._stubs[(address, service)] = stub
+        return stub
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+
+class WorkerUnreachable(Unavailable):
+    """The worker did not answer (its process or machine is gone, or the
+    network between): a Start may try another."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__("", f"the worker at {address} did not answer; try again")

@@ -1,0 +1,214 @@
+"""`sandbox-worker gateway`: one endpoint for a fleet. Stateless: it keeps
+nothing a peer gateway lacks (everything is in the shared store), so any
+number run side by side and losing one loses nothing.
+
+Start, in order: the store (migrated), the directory of workers, the stream
+relay (its port makes the public endpoint URL), gRPC, the hosted HTTP API,
+metrics with /readyz following the store, then a refresh every half second
+that keeps placement current and closes the relayed clients of lost
+workers. Stop: NOT_SERVING, then the front doors, the relay, the channels
+to workers, the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from worker import ids
+from worker.api import sigv4
+from worker.api.hosted import HostedAPI
+from worker.config import Config, ConfigError
+from worker.errors import Unavailable
+from worker.fleet.directory import REFRESH_S, Directory
+from worker.fleet.forward import Forwarder
+from worker.fleet.placement import WorkerView
+from worker.fleet.relay import StreamRelay
+from worker.fleet.servicers import (
+    Fleet,
+    FleetBrowsers,
+    FleetProfiles,
+    FleetServicers,
+    FleetSessions,
+    FleetStatus,
+)
+from worker.listen import grpc_credentials, split_host_port, url_host
+from worker.metrics import Metrics
+from worker.pb import sandbox_pb2_grpc as pb_grpc
+from worker.sessions.postgres_store import PostgresStore
+
+log = structlog.get_logger(__name__)
+
+
+class GatewayServer:
+    def __init__(self, config: Config) -> None:
+        if not config.store_url:
+            raise ConfigError("store_url: a gateway needs the fleet's store (postgresql://...)")
+        self.config = config
+        self.gateway_id = "g" + ids.new_worker_id()[1:]
+        self.metrics = Metrics()
+        self.grpc_port = self.http_api_port = self.automation_port = self.metrics_port = 0
+        self.fleet: Fleet | None = None
+        self._store: PostgresStore | None = None
+        self._relay: StreamRelay | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http_api: HostedAPI | None = None
+        self._forward = Forwarder()
+        self._health = health.aio.HealthServicer()
+        self._refresher: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        config = self.config
+        try:
+            self._store = await PostgresStore.open(config.store_url, config.store_timeout_s)
+        except Unavailable as exc:
+            raise ConfigError(f"store_url: {exc.reason}") from None
+        directory = Directory(self._store, config.worker_lost_after_s)
+        await directory.refresh()
+        self._relay = StreamRelay(self._owner_of)
+        host, port = split_host_port(config.automation_listen, "automation_listen")
+        self.automation_port = await self._relay.start(host, port)
+        public = config.public_automation_url or f"ws://{url_host(host)}:{self.automation_port}"
+        self.fleet = Fleet(config, self._store, directory, self._forward, self.metrics, public)
+        servicers = FleetServicers(
+            FleetBrowsers(self.fleet),
+            FleetSessions(self.fleet),
+            FleetProfiles(self.fleet),
+            FleetStatus(self.fleet, self.gateway_id),
+        )
+        await self._serve_grpc(servicers)
+        if config.http_api_listen:
+            self._http_api = HostedAPI(servicers, sigv4.access_keys(config))
+            host, port = split_host_port(config.http_api_listen, "http_api_listen")
+            self.http_api_port = await self._http_api.start(host, port)
+        if config.metrics_listen:
+            host, port = split_host_port(config.metrics_listen, "metrics_listen")
+            self.metrics_port = self.metrics.serve(host, port, ready=lambda: directory.reachable)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._refresher = asyncio.ensure_future(self._refresh(directory))
+        self._write_ready_file(public)
+        log.info(
+            "gateway.ready",
+            gateway_id=self.gateway_id,
+            grpc_port=self.grpc_port,
+            automation_url=public,
+            store=self._store.where,
+            workers=len(directory.fresh()),
+        )
+
+    async def _owner_of(self, session_id: str) -> tuple[WorkerView | None, bool]:
+        """The relay's lookup: a session's worker, if it is reachable, and
+        whether the session is known at all."""
+        assert self.fleet is not None
+        try:
+            found = await self.fleet.store.find_session(session_id)
+        except Unavailable:
+            return None, True
+        if found is None:
+            return None, False
+        return self.fleet.owner(found[1]), True
+
+    async def _serve_grpc(self, servicers: FleetServicers) -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_BrowsersServicer_to_server(servicers.browsers, server)
+        pb_grpc.add_BrowserSessionsServicer_to_server(servicers.sessions, server)
+        pb_grpc.add_BrowserProfilesServicer_to_server(servicers.profiles, server)
+        pb_grpc.add_WorkerServicer_to_server(servicers.status, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        listen = self.config.grpc_listen
+        credentials = grpc_credentials(self.config)
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(listen)
+        else:
+            self.grpc_port = server.add_secure_port(listen, credentials)
+        if not self.grpc_port:
+            raise ConfigError(f"grpc_listen: cannot listen on {listen}")
+        await server.start()
+        self._grpc = server
+
+    async def _refresh(self, directory: Directory) -> None:
+        """Placement's view every half second; the store's reachability is
+        the gateway's readiness."""
+        serving = True
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                lost = await directory.refresh()
+            except Unavailable:
+                lost = []
+            except Exception:
+                log.exception("gateway.refresh_failed")
+                continue
+            if directory.reachable != serving:
+                serving = directory.reachable
+                log.warning("gateway.store", reachable=serving)
+                status = health_pb2.HealthCheckResponse
+                await self._set_health(status.SERVING if serving else status.NOT_SERVING)
+            for worker_id in lost:
+                if self._relay is not None:
+                    closed = self._relay.drop(worker_id)
+                    log.info("gateway.clients_closed", worker_id=worker_id, clients=closed)
+
+    async def _set_health(self, status: int) -> None:
+        await self._health.set("", status)
+
+    def _write_ready_file(self, public: str) -> None:
+        if self.config.ready_file is None:
+            return
+        body = {
+            "grpc": f"127.0.0.1:{self.grpc_port}",
+            "grpc_port": self.grpc_port,
+            "automation_port": self.automation_port,
+            "automation_url": public,
+            "http_api_port": self.http_api_port,
+            "metrics_port": self.metrics_port,
+            "pid": os.getpid(),
+            "gateway_id": self.gateway_id,
+        }
+        tmp = self.config.ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(self.config.ready_file)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self._http_api is not None:
+            await self._http_api.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._relay is not None:
+            await self._relay.stop()
+        await self._forward.close()
+        await asyncio.to_thread(self.metrics.stop)
+        if self._store is not None:
+            await self._store.close()
+        log.info("gateway.stopped", gateway_id=self.gateway_id)
+
+
+async def serve(config: Config) -> None:
+    """Run a gateway until SIGTERM or SIGINT."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = GatewayServer(config)
+    try:
+        await gateway.start()
+        await stop.wait()
+    finally:
+        await gateway.stop()
