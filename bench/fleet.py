@@ -3,8 +3,9 @@ three workers addressed directly by a client that knows where each session
 is (the best a user could do by hand), in one run, interleaved.
 
 - Start latency: StartBrowserSession through the gateway and straight to a
-  worker (round robin), alternating, each session stopped at once; the
-  added cost is the median of the paired differences.
+  worker (round robin), alternating, each session stopped at once and the
+  worker's clean-up let finish; the added cost is the median of the paired
+  differences.
 - CDP round trip: one session, two websocket clients on it, one through the
   gateway's relay and one on the worker's own endpoint, calling
   Target.getTargets in turn.
@@ -20,7 +21,7 @@ temporary directory (worker.cli.local_postgres).
 
 Prints one JSON object on its last line and writes bench/results/fleet.json.
 
-    python bench/fleet.py [--starts 24] [--calls 400] [--seconds 12]
+    python bench/fleet.py [--starts 40] [--calls 400] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 WORKERS = 3
 CAPACITY = 3  # per worker: concurrency 8 fits in the fleet's 9
+SETTLE_S = 0.25
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--starts", type=int, default=24)
+    parser.add_argument("--starts", type=int, default=40)
     parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, local_postgres(free_port()) as pg:
         scratch = Path(tmp)
@@ -120,6 +122,9 @@ async def _timed_start(stub: Any) -> float:
     started = await stub.StartBrowserSession(pb.StartBrowserSessionRequest())
     took = (time.perf_counter() - began) * 1000
     await stub.StopBrowserSession(pb.StopBrowserSessionRequest(session_id=started.session_id))
+    # The worker cleans up after Stop answers: the next Start, either way,
+    # begins once that is done rather than beside it.
+    await asyncio.sleep(SETTLE_S)
     return took
 
 

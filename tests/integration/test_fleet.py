@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ async def test_boto3_and_playwright_use_the_fleet_through_either_gateway(
             seen = await data1.get_browser_session(
                 browserIdentifier=browser_id, sessionId=session_id
             )
+        live_view = started["streams"]["liveViewStream"]["streamEndpoint"]
+        page_html = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(live_view, timeout=10).read().decode()
+        )
         listed = await data1.list_browser_sessions(browserIdentifier=browser_id)
         await g2.server.stop()  # a gateway goes: the other serves everything
         await data1.stop_browser_session(browserIdentifier=browser_id, sessionId=session_id)
@@ -97,6 +102,8 @@ async def test_boto3_and_playwright_use_the_fleet_through_either_gateway(
         owners = {owner_of(pg, session_id)}
     assert endpoint.startswith(f"ws://127.0.0.1:{g2.server.automation_port}/")
     assert title == "sandbox test page"
+    assert live_view.startswith(f"http://127.0.0.1:{g2.server.automation_port}/")
+    assert "<title>Live view</title>" in page_html  # its page, through the relay
     assert seen["status"] == "READY" and seen["browserIdentifier"] == browser_id
     assert [s["sessionId"] for s in listed["items"]] == [session_id]
     assert ended["status"] == "TERMINATED"
@@ -317,3 +324,37 @@ def test_one_command_runs_a_local_fleet_and_ctrl_c_leaves_nothing() -> None:
     assert code == 0, errors
     assert not Path(info["directory"]).exists()
     assert not reaper.pids_referencing(Path(info["directory"]))
+
+
+async def test_direct_endpoints_name_the_worker_and_a_browser_in_use_is_not_deleted(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with (
+        fleet_worker(tmp_path, pg, "w0") as worker,
+        running_gateway(tmp_path, pg, gateway_direct_endpoints=True) as gateway,
+    ):
+        created = await gateway.browsers.CreateBrowser(pb.CreateBrowserRequest(name="in_use"))
+        started = await gateway.start(browser_identifier=created.browser_id)
+        stream = started.streams.automation_stream
+        async with connect(
+            stream.stream_endpoint, additional_headers={"Authorization": f"Bearer {stream.token}"}
+        ) as client:
+            await client.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
+            answer = json.loads(await client.recv())
+        with pytest.raises(grpc.aio.AioRpcError) as in_use:
+            await gateway.browsers.DeleteBrowser(
+                pb.DeleteBrowserRequest(browser_id=created.browser_id)
+            )
+        await gateway.stop(started.session_id, created.browser_id)
+        deleted = await eventually(lambda: _deleted(gateway, created.browser_id), timeout=10)
+    assert stream.stream_endpoint.startswith(f"ws://127.0.0.1:{worker.server.automation_port}/")
+    assert "product" in answer["result"]
+    assert in_use.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (in_use.value.details() or "").startswith("browser_id: 1 session(s) of this browser")
+    assert deleted.browser_id == created.browser_id
+
+
+async def _deleted(gateway: RunningGateway, browser_id: str) -> Any:
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        return await gateway.browsers.DeleteBrowser(pb.DeleteBrowserRequest(browser_id=browser_id))
+    return None

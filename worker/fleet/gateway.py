@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 
 import grpc
 import structlog
@@ -200,8 +201,6 @@ class GatewayServer:
 
 async def serve(config: Config) -> None:
     """Run a gateway until SIGTERM or SIGINT."""
-    import signal
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
