@@ -22,7 +22,7 @@ import grpc
 import pytest
 from botocore.exceptions import ClientError
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers.daemon import daemon
 from helpers.fleet import (
@@ -34,7 +34,7 @@ from helpers.fleet import (
     owner_of,
     running_gateway,
 )
-from helpers.hosted import client, first_page
+from helpers.hosted import KEY_ID, SECRET, client, first_page
 from helpers.postgres import Postgres, postgres
 from helpers.upstreams import SecretsManager
 from helpers.waits import eventually
@@ -358,3 +358,46 @@ async def _deleted(gateway: RunningGateway, browser_id: str) -> Any:
     with contextlib.suppress(grpc.aio.AioRpcError):
         return await gateway.browsers.DeleteBrowser(pb.DeleteBrowserRequest(browser_id=browser_id))
     return None
+
+
+async def test_the_gateway_refuses_a_wrong_token_before_any_worker_sees_it(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with (
+        fleet_worker(tmp_path, pg, "w0") as worker,
+        running_gateway(tmp_path, pg) as gateway,
+    ):
+        started = await gateway.start()
+        stream = started.streams.automation_stream
+        refusals = []
+        for token in ("", "not-the-token", stream.token[:-1] + "x"):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(stream.stream_endpoint, additional_headers=headers):
+                    pass
+            refusals.append(refused.value.response.status_code)
+        signed = sign_handshake(stream.stream_endpoint)
+        async with connect(stream.stream_endpoint, additional_headers=signed) as client:
+            await client.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
+            answer = json.loads(await client.recv())
+        seen = await asyncio.to_thread(  # a scrape reads state on the loop: not from it
+            worker.server.metrics.registry.get_sample_value,
+            "sandbox_automation_refused_total",
+            {"reason": "unauthorized"},
+        )
+        await gateway.stop(started.session_id)
+    assert refusals == [401, 401, 401]
+    assert seen in (None, 0.0)  # the worker never saw them
+    assert "product" in answer["result"]  # a SigV4 signature over the gateway's URL
+
+
+def sign_handshake(endpoint: str) -> dict[str, str]:
+    """SigV4 headers for a websocket URL, as the hosted SDK makes them."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    host = endpoint.split("/")[2]
+    request = AWSRequest("GET", endpoint.replace("ws://", "https://", 1), headers={"host": host})
+    SigV4Auth(Credentials(KEY_ID, SECRET), "bedrock-agentcore", "us-east-1").add_auth(request)
+    return {k: v for k, v in request.headers.items() if k.lower() != "host"}

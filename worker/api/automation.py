@@ -19,12 +19,11 @@ The same port serves the live view (`worker/live_view.py`): its page at
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -32,7 +31,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from worker.api import sigv4
+from worker.api import stream_auth
 from worker.cdp import CDPError
 from worker.cdp.screencast import Viewer
 from worker.sessions.manager import SessionManager
@@ -41,7 +40,6 @@ from worker.sessions.session import Session
 
 log = structlog.get_logger(__name__)
 
-SERVICE = "bedrock-agentcore"  # what the hosted SDK signs its websockets for
 
 PATH = re.compile(
     r"/browser-streams/([^/]+)/sessions/([^/]+)/(automation|live-view|live-view/ws)/?"
@@ -55,14 +53,6 @@ def endpoint_path(browser_id: str, session_id: str) -> str:
 
 def live_view_path(browser_id: str, session_id: str) -> str:
     return f"/browser-streams/{browser_id}/sessions/{session_id}/live-view"
-
-
-def presented_token(request: Request) -> str:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    values = parse_qs(urlsplit(request.path).query).get("token", [])
-    return values[0] if values else ""
 
 
 class AutomationServer:
@@ -125,34 +115,13 @@ class AutomationServer:
         self, request: Request, session: Session, kind: str
     ) -> tuple[HTTPStatus, str] | None:
         """None when the session's token or a SigV4 signature is good."""
-        token = presented_token(request)
-        if token and hmac.compare_digest(token.encode(), session.token.encode()):
-            return None
-        url = urlsplit(request.path)
-        signed = request.headers.get("Authorization", "").startswith(sigv4.ALGORITHM)
-        presigned = "X-Amz-Signature" in parse_qs(url.query)
-        if not signed and not presigned:
-            return HTTPStatus.UNAUTHORIZED, "missing or wrong token"
-        host = request.headers.get("Host", "")
-        try:
-            if signed:
-                sigv4.verify(
-                    "GET",
-                    f"https://{host}{request.path}",
-                    request.headers,
-                    b"",
-                    self._keys,
-                    SERVICE,
-                )
-            else:
-                # The live view's page is presigned; its websocket reuses the
-                # page's query, so it is checked against the page's path.
-                path = url.path.removesuffix("/ws") if kind == "live-view/ws" else url.path
-                page = urlunsplit(("https", host, path, url.query, ""))
-                sigv4.verify_presigned("GET", page, host, self._keys, SERVICE)
-        except sigv4.SignatureError as err:
-            return HTTPStatus.FORBIDDEN, str(err)
-        return None
+        return stream_auth.check(
+            request.path,
+            request.headers,
+            lambda token: stream_auth.matches(token, session.token),
+            self._keys,
+            kind,
+        )
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:
         self._manager.metrics.automation_refused.labels(status.phrase.lower()).inc()

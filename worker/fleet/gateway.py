@@ -29,8 +29,7 @@ from worker.config import Config, ConfigError
 from worker.errors import Unavailable
 from worker.fleet.directory import REFRESH_S, Directory
 from worker.fleet.forward import Forwarder
-from worker.fleet.placement import WorkerView
-from worker.fleet.relay import StreamRelay
+from worker.fleet.relay import StreamRelay, Target
 from worker.fleet.servicers import (
     Fleet,
     FleetBrowsers,
@@ -73,7 +72,7 @@ class GatewayServer:
             raise ConfigError(f"store_url: {exc.reason}") from None
         directory = Directory(self._store, config.worker_lost_after_s)
         await directory.refresh()
-        self._relay = StreamRelay(self._owner_of)
+        self._relay = StreamRelay(self._owner_of, sigv4.access_keys(config) or {})
         host, port = split_host_port(config.automation_listen, "automation_listen")
         self.automation_port = await self._relay.start(host, port)
         public = config.public_automation_url or f"ws://{url_host(host)}:{self.automation_port}"
@@ -104,17 +103,18 @@ class GatewayServer:
             workers=len(directory.fresh()),
         )
 
-    async def _owner_of(self, session_id: str) -> tuple[WorkerView | None, bool]:
-        """The relay's lookup: a session's worker, if it is reachable, and
-        whether the session is known at all."""
+    async def _owner_of(self, session_id: str) -> Target:
+        """The relay's lookup: a session's worker if it is reachable,
+        whether the session is known at all, and its token's digest."""
         assert self.fleet is not None
         try:
-            found = await self.fleet.store.find_session(session_id)
+            found = await self.fleet.store.stream_target(session_id)
         except Unavailable:
-            return None, True
+            return Target(None, True, "")
         if found is None:
-            return None, False
-        return self.fleet.owner(found[1]), True
+            return Target(None, False, "")
+        worker_id, digest = found
+        return Target(self.fleet.owner(worker_id), True, digest)
 
     async def _serve_grpc(self, servicers: FleetServicers) -> None:
         server = grpc.aio.server()

@@ -1,10 +1,12 @@
 """The gateway's automation and live-view port. A connection's first
 request names a session (`/browser-streams/{browser}/sessions/{id}/...`);
-the gateway finds the worker that holds it in the shared store, sends it the
-request as it came (the worker checks the token or signature, which covers
-the path), and from then on moves bytes both ways unchanged: no websocket
-frame is parsed or rebuilt on the way, so a CDP round trip costs two socket
-hops and nothing more.
+the gateway finds the worker that holds it in the shared store, checks the
+session's token (against the digest it kept when it handed the token out)
+or the request's SigV4 signature, so a refused client never reaches a
+worker, then sends the worker the request as it came (the worker checks
+again) and from then on moves bytes both ways unchanged: no websocket frame
+is parsed or rebuilt on the way, so a CDP round trip costs two socket hops
+and nothing more.
 
 Requests that are not websocket upgrades are sent with `Connection: close`,
 so a kept-alive connection never carries a later request for another
@@ -17,14 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import structlog
+from websockets.datastructures import Headers
 
+from worker.api import stream_auth
 from worker.api.automation import PATH
 from worker.fleet.placement import WorkerView
 
@@ -35,14 +41,21 @@ HEAD_TIMEOUT_S = 10.0
 CHUNK = 64 * 1024
 WORKER_GONE = 1011
 
-# session id -> its worker (None: unknown session; a worker that is not
-# reachable: the caller says so).
-Lookup = Callable[[str], Awaitable[tuple[WorkerView | None, bool]]]
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    worker: WorkerView | None  # None: not reachable (or not known)
+    known: bool  # the store knows the session
+    token_sha256: str  # "": the session was not started through a gateway
+
+
+Lookup = Callable[[str], Awaitable[Target]]
 
 
 class StreamRelay:
-    def __init__(self, lookup: Lookup) -> None:
+    def __init__(self, lookup: Lookup, keys: Mapping[str, str]) -> None:
         self._lookup = lookup
+        self._keys = keys  # the HTTP API's SigV4 keys
         self._server: asyncio.Server | None = None
         self._open: dict[str, set[_Joined]] = {}  # worker id -> its relayed connections
         self.port = 0
@@ -81,15 +94,28 @@ class StreamRelay:
     async def _relay(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        target = _target(head)
-        match = PATH.fullmatch(urlsplit(target).path) if target else None
+        target_path = _target(head)
+        match = PATH.fullmatch(urlsplit(target_path).path) if target_path else None
         if match is None:
             return await _answer(writer, 404, "no such stream")
-        worker, known = await self._lookup(match.group(2))
+        target = await self._lookup(match.group(2))
+        worker = target.worker
         if worker is None:
-            if known:
+            if target.known:
                 return await _answer(writer, 503, "the session's worker is not reachable")
             return await _answer(writer, 404, "no such session")
+        if target.token_sha256:
+            refused = stream_auth.check(
+                target_path,
+                _headers(head),
+                lambda token: stream_auth.matches(
+                    stream_auth.token_digest(token), target.token_sha256
+                ),
+                self._keys,
+                match.group(3),
+            )
+            if refused is not None:
+                return await _answer(writer, int(refused[0]), refused[1])
         address = urlsplit(worker.automation)
         try:
             up_reader, up_writer = await asyncio.open_connection(address.hostname, address.port)
@@ -225,8 +251,18 @@ def _closing(head: bytes) -> bytes:
     return body + b"\r\nConnection: close\r\n\r\n"
 
 
+def _headers(head: bytes) -> Headers:
+    """The request's headers, case-insensitive, as the checks read them."""
+    headers = Headers()
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name:
+            headers[name.strip()] = value.strip()
+    return headers
+
+
 async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
-    reason = {404: "Not Found", 503: "Service Unavailable"}[status]
+    reason = HTTPStatus(status).phrase
     body = text.encode()
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from worker import __version__
-from worker.api import convert, validation
+from worker.api import convert, stream_auth, validation
 from worker.api.automation import endpoint_path, live_view_path
 from worker.api.paging import PageTokens
 from worker.api.rpc import rpc
@@ -146,7 +146,11 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
         fleet = self._fleet
         try:
             await fleet.store.put_pointer(
-                answer.session_id, answer.browser_identifier, worker.worker_id, token
+                answer.session_id,
+                answer.browser_identifier,
+                worker.worker_id,
+                token,
+                stream_auth.token_digest(answer.streams.automation_stream.token),
             )
         except Unavailable:
             stop = pb.StopBrowserSessionRequest(

@@ -85,6 +85,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        -- What a gateway keeps of the token it handed out at Start, so its
+        -- relay refuses a wrong one before it reaches the worker.
+        ALTER TABLE sessions ADD COLUMN token_sha256 text NOT NULL DEFAULT '';
+        """,
+    ),
 )
 
 T = TypeVar("T")
@@ -254,16 +262,21 @@ class PostgresStore:
         await self.with_connection(write)
 
     async def put_pointer(
-        self, session_id: str, browser_id: str, worker_id: str, client_token: str
+        self,
+        session_id: str,
+        browser_id: str,
+        worker_id: str,
+        client_token: str,
+        token_sha256: str = "",
     ) -> None:
         """Which worker holds a session, written by the gateway that started
         it before it answers, so any gateway can route the session at once;
         the worker's own copy fills the row in."""
         await self._run(
             "INSERT INTO sessions (session_id, browser_id, worker_id, status, client_token,"
-            " updated_at, body) VALUES (%s, %s, %s, 'READY', %s, 0, '{}')"
+            " updated_at, body, token_sha256) VALUES (%s, %s, %s, 'READY', %s, 0, '{}', %s)"
             " ON CONFLICT (session_id) DO NOTHING",
-            (session_id, browser_id, worker_id, client_token),
+            (session_id, browser_id, worker_id, client_token, token_sha256),
         )
 
     async def find_session(self, session_id: str) -> tuple[SessionRecord | None, str] | None:
@@ -290,6 +303,13 @@ class PostgresStore:
             args.append(before)
         rows = await self._run(query + " ORDER BY session_id DESC LIMIT %s", (*args, limit))
         return [session_from_dict(r[0]) for r in rows]
+
+    async def stream_target(self, session_id: str) -> tuple[str, str] | None:
+        """A session's worker and the digest of its token ("": unknown)."""
+        rows = await self._run(
+            "SELECT worker_id, token_sha256 FROM sessions WHERE session_id = %s", (session_id,)
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def running_sessions_of(self, browser_id: str) -> int:
         rows = await self._run(
