@@ -126,6 +126,10 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
                 last = err
                 continue
             await self._point(answer, worker, token, context)
+            if token and worker.worker_id != order[0].worker_id:
+                # The claimed worker was full: a repeat of this token must
+                # find the session where it runs, not start another there.
+                await fleet.store.move_claim(browser_id, token, worker.worker_id)
             return fleet.public(answer, worker)
         capacity, workers = fleet.directory.capacity()
         if not workers:
