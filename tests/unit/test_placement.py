@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.fleet.placement import WorkerView, candidates, fleet_capacity
+from worker.fleet.placement import WorkerView, candidates, fleet_capacity, full_by_report
 
 LOST_AFTER = 15.0
 
@@ -52,3 +52,13 @@ def test_stale_draining_stopped_and_full_workers_are_not_placed() -> None:
 def test_the_fleets_capacity_counts_fresh_workers_that_take_sessions() -> None:
     workers = [view("a"), view("b", capacity=2), view("gone", age_s=30.0), view("d", draining=True)]
     assert fleet_capacity(workers, LOST_AFTER) == (6, 2)
+
+
+def test_when_every_report_says_full_the_fresh_workers_are_asked_anyway() -> None:
+    workers = [
+        view("a", in_use=4),
+        view("b", in_use=4, age_s=20.0),
+        view("c", in_use=3, capacity=3),
+    ]
+    assert order(workers) == []
+    assert [w.worker_id for w in full_by_report(workers, LOST_AFTER)] == ["a", "c"]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import structlog
 
 from worker.errors import Unavailable
-from worker.fleet.placement import WorkerView, candidates, fleet_capacity
+from worker.fleet.placement import WorkerView, candidates, fleet_capacity, full_by_report
 from worker.sessions.postgres_store import PostgresStore
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,11 @@ class Directory:
         self._lost: set[str] = set()  # silent workers this gateway has seen
 
     def candidates(self, flavour: str) -> list[WorkerView]:
-        return candidates(list(self.workers.values()), flavour, self.lost_after_s, self.pending)
+        """Workers to try, best first; all fresh ones when none reports room."""
+        workers = list(self.workers.values())
+        return candidates(workers, flavour, self.lost_after_s, self.pending) or full_by_report(
+            workers, self.lost_after_s
+        )
 
     def capacity(self) -> tuple[int, int]:
         return fleet_capacity(list(self.workers.values()), self.lost_after_s)

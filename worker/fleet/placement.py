@@ -69,6 +69,15 @@ def candidates(
     return sorted(usable, key=rank)
 
 
+def full_by_report(workers: list[WorkerView], lost_after_s: float) -> list[WorkerView]:
+    """When no worker reports room: the fresh, non-draining ones, most free
+    first. A report is up to a heartbeat old and a session may have ended
+    since; the worker itself is the authority, and its refusal costs one
+    call, where a refusal from here would be wrong."""
+    fresh = [w for w in workers if w.fresh(lost_after_s) and not w.draining]
+    return sorted(fresh, key=lambda w: (-w.free(0), w.worker_id))
+
+
 def fleet_capacity(workers: list[WorkerView], lost_after_s: float) -> tuple[int, int]:
     """(sessions the fresh workers hold at most, how many workers)."""
     fresh = [w for w in workers if w.fresh(lost_after_s) and not w.draining]
