@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 from worker.browser import launcher, reaper, users  # noqa: E402
 from worker.cli.cdp_client import SyncCDP  # noqa: E402
+from worker.cli.groups import stop_group  # noqa: E402
 from worker.config import Config  # noqa: E402
 from worker.pb import sandbox_pb2 as pb  # noqa: E402
 
@@ -76,12 +77,7 @@ def daemon(
         env={**os.environ, **(env or {})},
     )
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start")
-            time.sleep(0.05)
-        yield {**json.loads(ready.read_text()), "state_dir": str(state)}
+        yield {**_ready(proc, ready, "the worker"), "state_dir": str(state)}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -249,17 +245,16 @@ def gateway(scratch: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
         start_new_session=True, env={**os.environ, **env},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.05)
-        yield json.loads(ready.read_text())
+        yield _ready(proc, ready, "the gateway")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_group(proc, 30)
+
+
+def _ready(proc: subprocess.Popen[bytes], ready: Path, what: str) -> dict[str, Any]:
+    """The ready file a starting process writes, once it is there."""
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+    return dict(json.loads(ready.read_text()))

@@ -35,3 +35,16 @@ def url_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def bind_grpc(server: grpc.aio.Server, config: Config) -> int:
+    """Listen on grpc_listen, with TLS when configured; returns the port."""
+    listen = config.grpc_listen
+    credentials = grpc_credentials(config)
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
+    if not port:
+        raise ConfigError(f"grpc_listen: cannot listen on {listen}")
+    return int(port)

@@ -48,15 +48,15 @@ from worker.api.servicer import (
     Servicers,
     SessionsServicer,
     WorkerServicer,
+    add_to_server,
 )
 from worker.config import Config, ConfigError
 from worker.errors import Unavailable
 from worker.fleet.member import FleetMember
-from worker.listen import grpc_credentials, split_host_port, url_host
+from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
-from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.sessions.manager import SessionManager
 from worker.sessions.postgres_store import PostgresStore
 from worker.sessions.store import Store
@@ -170,22 +170,13 @@ class WorkerServer:
             SessionsServicer(manager, public, tokens),
             ProfilesServicer(manager, tokens),
         )
-        pb_grpc.add_BrowsersServicer_to_server(servicers.browsers, server)
-        pb_grpc.add_BrowserSessionsServicer_to_server(servicers.sessions, server)
-        pb_grpc.add_BrowserProfilesServicer_to_server(servicers.profiles, server)
-        pb_grpc.add_WorkerServicer_to_server(WorkerServicer(manager, self.worker_id), server)
+        status = WorkerServicer(manager, self.worker_id)
+        add_to_server(server, servicers.browsers, servicers.sessions, servicers.profiles, status)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        listen = self.config.grpc_listen
-        credentials = grpc_credentials(self.config)
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(listen)
-        else:
-            self.grpc_port = server.add_secure_port(listen, credentials)
-        if not self.grpc_port:
-            raise ConfigError(f"grpc_listen: cannot listen on {listen}")
+        self.grpc_port = bind_grpc(server, self.config)
         await server.start()
         self._grpc = server
         return servicers

@@ -20,10 +20,9 @@ import grpc
 from helpers.hosted import keys_file
 from helpers.postgres import Postgres
 from helpers.upstreams import stop_group
-from helpers.workers import RunningWorker, make_config, running_worker
+from helpers.workers import RunningWorker, SessionCalls, make_config, running_worker
 from worker.config import Config
 from worker.fleet.gateway import GatewayServer
-from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 # Short enough for tests to see a worker lost in seconds.
@@ -56,7 +55,7 @@ async def fleet_worker(
 
 
 @dataclasses.dataclass
-class RunningGateway:
+class RunningGateway(SessionCalls):
     server: GatewayServer
     channel: grpc.aio.Channel
 
@@ -71,19 +70,6 @@ class RunningGateway:
     @property
     def status(self) -> Any:
         return pb_grpc.WorkerStub(self.channel)
-
-    async def start(self, **fields: Any) -> Any:
-        return await self.sessions.StartBrowserSession(pb.StartBrowserSessionRequest(**fields))
-
-    async def get(self, session_id: str, browser: str = "") -> Any:
-        return await self.sessions.GetBrowserSession(
-            pb.GetBrowserSessionRequest(session_id=session_id, browser_identifier=browser)
-        )
-
-    async def stop(self, session_id: str, browser: str = "") -> Any:
-        return await self.sessions.StopBrowserSession(
-            pb.StopBrowserSessionRequest(session_id=session_id, browser_identifier=browser)
-        )
 
 
 def gateway_config(tmp_path: Path, pg: Postgres, **fields: Any) -> Config:

@@ -26,7 +26,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,6 +43,7 @@ import pytest_asyncio
 import trustme
 
 from helpers.workers import RunningWorker, make_config, running_worker
+from worker.cli import groups
 
 TEST_DOMAINS = (".example.test", ".company.test")
 HOST_OVERRIDES = tuple(f"{domain}=127.0.0.1" for domain in TEST_DOMAINS)
@@ -83,13 +83,7 @@ def process_group(argv: list[str], log: Path, port: int, **kw: Any) -> Iterator[
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM first (squid removes its /dev/shm segments on the way out),
     SIGKILL the group after a grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
+    groups.stop_group(process, 5)
 
 
 def unique_path(label: str = "t") -> str:

@@ -24,21 +24,11 @@ from worker.server import WorkerServer
 ROOT = Path(__file__).resolve().parent.parent.parent  # the repository
 
 
-@dataclasses.dataclass
-class RunningWorker:
-    server: WorkerServer
-    channel: grpc.aio.Channel
+class SessionCalls:
+    """Start, Get and Stop on whatever serves BrowserSessions (`sessions`):
+    a worker or a fleet gateway."""
+
     sessions: Any
-    browsers: Any
-    worker: Any
-
-    @property
-    def config(self) -> Config:
-        return self.server.config
-
-    @property
-    def profiles(self) -> Any:
-        return pb_grpc.BrowserProfilesStub(self.channel)
 
     async def start(self, **fields: Any) -> Any:
         return await self.sessions.StartBrowserSession(pb.StartBrowserSessionRequest(**fields))
@@ -52,6 +42,23 @@ class RunningWorker:
         return await self.sessions.StopBrowserSession(
             pb.StopBrowserSessionRequest(session_id=session_id, browser_identifier=browser)
         )
+
+
+@dataclasses.dataclass
+class RunningWorker(SessionCalls):
+    server: WorkerServer
+    channel: grpc.aio.Channel
+    sessions: Any
+    browsers: Any
+    worker: Any
+
+    @property
+    def config(self) -> Config:
+        return self.server.config
+
+    @property
+    def profiles(self) -> Any:
+        return pb_grpc.BrowserProfilesStub(self.channel)
 
 
 def make_config(tmp_path: Path, **fields: Any) -> Config:

@@ -296,3 +296,11 @@ class Servicers:
     browsers: BrowsersServicer
     sessions: SessionsServicer
     profiles: ProfilesServicer
+
+
+def add_to_server(server: Any, browsers: Any, sessions: Any, profiles: Any, status: Any) -> None:
+    """The four services, the worker's or the fleet gateway's."""
+    pb_grpc.add_BrowsersServicer_to_server(browsers, server)
+    pb_grpc.add_BrowserSessionsServicer_to_server(sessions, server)
+    pb_grpc.add_BrowserProfilesServicer_to_server(profiles, server)
+    pb_grpc.add_WorkerServicer_to_server(status, server)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from worker.cli.groups import stop_group
 from worker.cli.local_postgres import local_postgres
 from worker.config import ConfigError
 
@@ -84,13 +85,7 @@ def _member(home: Path, args: list[str], env: dict[str, str]) -> Iterator[dict[s
             time.sleep(0.05)
         yield json.loads(ready.read_text())
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(90)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        stop_group(process, 90)  # a worker drains first
 
 
 def _stop_on_signals() -> Callable[[], bool]:

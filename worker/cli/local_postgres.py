@@ -12,12 +12,13 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from worker.cli.groups import stop_group
 
 
 def bin_dir() -> Path:
@@ -67,15 +68,8 @@ class LocalPostgres:
     def stop(self) -> None:
         """SIGTERM (a smart shutdown), then SIGKILL the group after a grace."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        if process is not None:
+            stop_group(process, 10)
 
     def log(self) -> str:
         path = self.base / "postgres.log"

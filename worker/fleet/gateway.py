@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from worker import ids
 from worker.api import sigv4
 from worker.api.hosted import HostedAPI
+from worker.api.servicer import add_to_server
 from worker.config import Config, ConfigError
 from worker.errors import Unavailable
 from worker.fleet.directory import REFRESH_S, Directory
@@ -38,9 +39,8 @@ from worker.fleet.servicers import (
     FleetSessions,
     FleetStatus,
 )
-from worker.listen import grpc_credentials, split_host_port, url_host
+from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics
-from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.sessions.postgres_store import PostgresStore
 
 log = structlog.get_logger(__name__)
@@ -118,19 +118,11 @@ class GatewayServer:
 
     async def _serve_grpc(self, servicers: FleetServicers) -> None:
         server = grpc.aio.server()
-        pb_grpc.add_BrowsersServicer_to_server(servicers.browsers, server)
-        pb_grpc.add_BrowserSessionsServicer_to_server(servicers.sessions, server)
-        pb_grpc.add_BrowserProfilesServicer_to_server(servicers.profiles, server)
-        pb_grpc.add_WorkerServicer_to_server(servicers.status, server)
+        add_to_server(
+            server, servicers.browsers, servicers.sessions, servicers.profiles, servicers.status
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        listen = self.config.grpc_listen
-        credentials = grpc_credentials(self.config)
-        if credentials is None:
-            self.grpc_port = server.add_insecure_port(listen)
-        else:
-            self.grpc_port = server.add_secure_port(listen, credentials)
-        if not self.grpc_port:
-            raise ConfigError(f"grpc_listen: cannot listen on {listen}")
+        self.grpc_port = bind_grpc(server, self.config)
         await server.start()
         self._grpc = server
 
