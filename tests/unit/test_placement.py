@@ -16,8 +16,13 @@ def view(worker_id: str, **body: Any) -> WorkerView:
     return WorkerView.from_heartbeat(worker_id, {**defaults, **body}, age)
 
 
-def order(workers: list[WorkerView], flavour: str = "chromium", **pending: int) -> list[str]:
-    return [w.worker_id for w in candidates(workers, flavour, LOST_AFTER, pending)]
+def order(
+    workers: list[WorkerView],
+    flavour: str = "chromium",
+    placed: dict[str, int] | None = None,
+    **pending: int,
+) -> list[str]:
+    return [w.worker_id for w in candidates(workers, flavour, LOST_AFTER, pending, placed)]
 
 
 def test_the_most_free_room_comes_first() -> None:
@@ -34,6 +39,14 @@ def test_an_idle_warm_browser_of_the_flavour_beats_free_room() -> None:
     assert order(workers, "headless-shell") == ["a", "b"]
     # A warm browser another Start of this gateway is already taking does not count.
     assert order(workers, b=1) == ["a", "b"]
+
+
+def test_equal_workers_take_turns_the_least_recently_placed_first() -> None:
+    workers = [view("a"), view("b"), view("c")]
+    assert order(workers) == ["a", "b", "c"]
+    assert order(workers, placed={"a": 3, "b": 1}) == ["c", "b", "a"]
+    # Turns break ties only: more free room still comes first.
+    assert order([view("a"), view("b", in_use=1)], placed={"a": 2, "b": 1}) == ["a", "b"]
 
 
 def test_stale_draining_stopped_and_full_workers_are_not_placed() -> None:

@@ -29,6 +29,8 @@ class Directory:
         self.lost_after_s = lost_after_s
         self.workers: dict[str, WorkerView] = {}
         self.pending: dict[str, int] = {}
+        self.placed: dict[str, int] = {}  # worker -> number of its latest placement
+        self._placements = 0
         self.reachable = False  # the store answered the last refresh
         # Since when this gateway has seen the store without a break: a
         # worker is judged silent only over that span, so a store outage
@@ -39,9 +41,9 @@ class Directory:
     def candidates(self, flavour: str) -> list[WorkerView]:
         """Workers to try, best first; all fresh ones when none reports room."""
         workers = list(self.workers.values())
-        return candidates(workers, flavour, self.lost_after_s, self.pending) or full_by_report(
-            workers, self.lost_after_s
-        )
+        return candidates(
+            workers, flavour, self.lost_after_s, self.pending, self.placed
+        ) or full_by_report(workers, self.lost_after_s)
 
     def capacity(self) -> tuple[int, int]:
         return fleet_capacity(list(self.workers.values()), self.lost_after_s)
@@ -53,6 +55,8 @@ class Directory:
     def starting(self, worker_id: str) -> Iterator[None]:
         """Count a Start in flight to a worker while it runs."""
         self.pending[worker_id] = self.pending.get(worker_id, 0) + 1
+        self._placements += 1
+        self.placed[worker_id] = self._placements
         try:
             yield
         finally:

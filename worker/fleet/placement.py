@@ -4,7 +4,10 @@ A worker is placeable while its heartbeat is fresh, it is not draining or
 stopped, and it has room once the Starts this gateway has in flight to it
 are counted. Among those, one with an idle warm browser of the session's
 flavour comes first (its Start skips a cold launch), then the most free
-room; the caller tries them in order, a bounded number of times.
+room, then the one this gateway placed on least recently (so equal
+workers take turns, and the one that just started a session is left to
+refill its warm pool); the caller tries them in order, a bounded number
+of times.
 """
 
 from __future__ import annotations
@@ -52,19 +55,25 @@ class WorkerView:
 
 
 def candidates(
-    workers: list[WorkerView], flavour: str, lost_after_s: float, pending: Mapping[str, int]
+    workers: list[WorkerView],
+    flavour: str,
+    lost_after_s: float,
+    pending: Mapping[str, int],
+    placed: Mapping[str, int] | None = None,
 ) -> list[WorkerView]:
-    """Placeable workers, best first."""
+    """Placeable workers, best first; `placed` numbers each worker's latest
+    placement (higher: more recent)."""
+    placed = placed or {}
     usable = [
         w
         for w in workers
         if w.fresh(lost_after_s) and not w.draining and w.free(pending.get(w.worker_id, 0)) > 0
     ]
 
-    def rank(w: WorkerView) -> tuple[int, int, str]:
+    def rank(w: WorkerView) -> tuple[int, int, int, str]:
         waiting = pending.get(w.worker_id, 0)
         warm = w.warm.get(flavour, 0) > waiting
-        return (0 if warm else 1, -w.free(waiting), w.worker_id)
+        return (0 if warm else 1, -w.free(waiting), placed.get(w.worker_id, 0), w.worker_id)
 
     return sorted(usable, key=rank)
 
