@@ -6,6 +6,7 @@ fit the hosted API's `[0-9a-zA-Z]{1,40}` and sort by creation time.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 import time
@@ -33,6 +34,12 @@ def new_browser_id(name: str) -> str:
 def new_token() -> str:
     """An automation token: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the fleet's store keeps of a session's token: enough to check
+    one presented to a gateway, not enough to make one."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_worker_id() -> str:

@@ -58,7 +58,7 @@ from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions.manager import SessionManager
-from worker.sessions.postgres_store import PostgresStore
+from worker.sessions.postgres_store import PostgresStore, WorkerIndex
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -107,8 +107,9 @@ class WorkerServer:
         self.relay = RelayControl(self.config.host_override_map())
         await self.relay.start()
         assert self._store is not None
+        index = WorkerIndex(self._shared, self.worker_id) if self._shared else None
         self.manager = SessionManager(
-            self.config, self._store, self.relay, self.metrics, shared=self._shared
+            self.config, self._store, self.relay, self.metrics, shared=self._shared, index=index
         )
         await self.manager.start()
         self._serve_metrics()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +21,14 @@ import pytest
 
 from helpers.postgres import Postgres, postgres
 from helpers.waits import eventually
-from helpers.workers import RunningWorker, connected_page, make_config, running_worker
+from helpers.workers import (
+    RunningWorker,
+    connected_page,
+    make_config,
+    running_worker,
+    session_processes,
+    worker_processes,
+)
 from worker.pb import sandbox_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -96,16 +104,23 @@ async def test_a_browser_and_a_profile_made_through_one_worker_are_used_through_
     assert restored == "ada"
 
 
-async def test_each_worker_heartbeats_and_copies_its_sessions_and_never_shows_the_password(
+async def test_each_worker_heartbeats_indexes_and_copies_its_sessions_and_never_shows_the_password(
     tmp_path: Path, pg: Postgres
 ) -> None:
     async with fleet_worker(tmp_path, pg, "a") as a, fleet_worker(tmp_path, pg, "b") as b:
         ids = {a.server.worker_id: a, b.server.worker_id: b}
         started = await a.start()
+        # In the index before the Start answered: any gateway can route it.
+        indexed = rows(
+            pg,
+            "SELECT worker_id, status, token_sha256 FROM sessions WHERE session_id = %s",
+            started.session_id,
+        )
         copied = await eventually(
             lambda: rows(
                 pg,
-                "SELECT worker_id, status FROM sessions WHERE session_id = %s",
+                "SELECT worker_id, status FROM sessions WHERE session_id = %s"
+                " AND body ? 'session_id'",
                 started.session_id,
             ),
             timeout=10,
@@ -122,6 +137,8 @@ async def test_each_worker_heartbeats_and_copies_its_sessions_and_never_shows_th
             timeout=10,
         )
         status = await a.worker.GetWorkerStatus(pb.GetWorkerStatusRequest())
+    token = started.streams.automation_stream.token
+    assert indexed == [(a.server.worker_id, "READY", hashlib.sha256(token.encode()).hexdigest())]
     assert copied == [(a.server.worker_id, "READY")]
     assert ended == [("TERMINATED", "STOPPED")]
     assert set(beats) == set(ids)
@@ -134,7 +151,14 @@ async def test_each_worker_heartbeats_and_copies_its_sessions_and_never_shows_th
     last = {r[0]: r[1] for r in rows(pg, "SELECT worker_id, body FROM workers")}
     assert all(body["stopped"] and body["draining"] for body in last.values())
     everything = repr(rows(pg, "SELECT body FROM sessions")) + repr(last) + str(status)
-    assert PASSWORD not in everything
+    assert PASSWORD not in everything and token not in everything
+
+
+def other_browsers(worker: RunningWorker, running: Any) -> list[int]:
+    """Browser processes of the worker's other than the running session's."""
+    state_dir = worker.server.config.state_dir
+    mine = set(session_processes(state_dir, running.session_id))
+    return [pid for pid in worker_processes(state_dir) if pid not in mine]
 
 
 def test_the_schema_migrates_once_when_many_processes_start_at_once(pg: Postgres) -> None:
@@ -167,6 +191,12 @@ async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_rec
             try:
                 with pytest.raises(grpc.aio.AioRpcError) as down:
                     await worker.browsers.CreateBrowser(pb.CreateBrowserRequest(name="during"))
+                # A Start the fleet could not be told of is refused, and
+                # its browser ended, not left running unreachable.
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await worker.start()
+                assert set(worker.server.manager.live) == {started.session_id}
+                others = await eventually(lambda: not other_browsers(worker, started), timeout=10)
                 # The session is untouched: its page still answers.
                 assert await page.evaluate("1 + 1") == 2
             finally:
@@ -190,8 +220,10 @@ async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_rec
             ),
             timeout=15,
         )
-    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-    details = down.value.details() or ""
-    assert f"the store at 127.0.0.1:{pg.port}/postgres is unavailable" in details
-    assert PASSWORD not in details
+    for error in (down.value, refused.value):
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        details = error.details() or ""
+        assert f"the store at 127.0.0.1:{pg.port}/postgres is unavailable" in details
+        assert PASSWORD not in details
+    assert others
     assert back.name == "after" and stopped

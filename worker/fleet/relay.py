@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import structlog
 from websockets.datastructures import Headers
 
+from worker import ids
 from worker.api import stream_auth
 from worker.api.automation import PATH
 from worker.fleet.placement import WorkerView
@@ -108,9 +109,7 @@ class StreamRelay:
             refused = stream_auth.check(
                 target_path,
                 _headers(head),
-                lambda token: stream_auth.matches(
-                    stream_auth.token_digest(token), target.token_sha256
-                ),
+                lambda token: stream_auth.matches(ids.token_digest(token), target.token_sha256),
                 self._keys,
                 match.group(3),
             )

@@ -8,13 +8,12 @@ worker's refusals come back exactly as the worker gave them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from typing import Any
 
 from worker import __version__
-from worker.api import convert, stream_auth, validation
+from worker.api import convert, validation
 from worker.api.automation import endpoint_path, live_view_path
 from worker.api.paging import PageTokens
 from worker.api.rpc import rpc
@@ -25,7 +24,6 @@ from worker.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
-    WorkerError,
 )
 from worker.fleet.directory import Directory
 from worker.fleet.forward import Forwarder, WorkerUnreachable
@@ -125,7 +123,6 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
             except (ResourceExhausted, Unavailable) as err:  # full, draining or gone
                 last = err
                 continue
-            await self._point(answer, worker, token, context)
             if token and worker.worker_id != order[0].worker_id:
                 # The claimed worker was full: a repeat of this token must
                 # find the session where it runs, not start another there.
@@ -140,32 +137,6 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
             "capacity",
             f"all {capacity} sessions of the fleet's {workers} workers are in use",
         )
-
-    async def _point(
-        self, answer: pb.BrowserSession, worker: WorkerView, token: str, context: Any
-    ) -> None:
-        """Record where the session runs before anyone is told of it; if the
-        store cannot take that, the session is stopped again, not left to
-        run unreachable until its timeout."""
-        fleet = self._fleet
-        try:
-            await fleet.store.put_pointer(
-                answer.session_id,
-                answer.browser_identifier,
-                worker.worker_id,
-                token,
-                stream_auth.token_digest(answer.streams.automation_stream.token),
-            )
-        except Unavailable:
-            stop = pb.StopBrowserSessionRequest(
-                browser_identifier=answer.browser_identifier, session_id=answer.session_id
-            )
-            with contextlib.suppress(WorkerError):
-                await fleet.forward.call(
-                    worker.grpc, "sessions", "StopBrowserSession", stop, CALL_TIMEOUT_S,
-                    _request_id(context),
-                )  # fmt: skip
-            raise
 
     async def _flavour(self, browser_id: str) -> str:
         if browser_id == DEFAULT_BROWSER_ID:

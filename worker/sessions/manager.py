@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -56,7 +57,7 @@ from worker.sessions.pool import PooledBrowser, WarmPool
 from worker.sessions.profiles import ProfileCatalog
 from worker.sessions.registry import Registry
 from worker.sessions.session import Session
-from worker.sessions.shared_store import LocalShared, SharedStore
+from worker.sessions.shared_store import LocalShared, SessionIndex, SharedStore
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -74,9 +75,11 @@ class SessionManager:
         relay: RelayControl | None = None,
         metrics: Metrics | None = None,
         shared: SharedStore | None = None,
+        index: SessionIndex | None = None,
     ) -> None:
         self.config = config
         self.store = store  # this worker's own sessions, for recovery
+        self._index = index  # a fleet's: where each session runs
         shared = shared or LocalShared(store)  # browsers and profiles
         self.host = HostServices.build(config, store, relay, metrics or Metrics())
         self.registry = Registry(config.max_sessions)
@@ -218,6 +221,8 @@ class SessionManager:
             bring_up = self._bring_up(session)
         session.profile_state = profile
         session.requested_at = requested_at
+        if self._index is not None:
+            bring_up = self._indexed(session, bring_up, self._index)
         task = asyncio.ensure_future(bring_up)
         key = (request.browser_id, request.client_token)
         if request.client_token:
@@ -232,6 +237,27 @@ class SessionManager:
                 task.add_done_callback(lambda _t: session.close_soon(STOPPED))
             raise
         return Started(started.record, started.token)
+
+    async def _indexed(
+        self, session: Session, bring_up: Awaitable[Session], index: SessionIndex
+    ) -> Session:
+        """The fleet learns where the session runs while it comes up (the
+        store's write overlaps the browser's work), and before anyone is told
+        of it: a session no gateway could route to is closed, not left to
+        run unreachable until its timeout."""
+        entered = asyncio.ensure_future(index.session_started(session.record, session.token))
+        try:
+            started = await bring_up
+        finally:
+            # A failed start leaves at most a row without a record, which
+            # List skips and Get answers from this worker.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(entered)
+        error = entered.exception()
+        if error is not None:
+            await started.close(START_FAILED)
+            raise error
+        return started
 
     async def _profile_state(self, profile_id: str) -> dict[str, Any] | None:
         if not profile_id:

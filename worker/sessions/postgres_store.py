@@ -24,6 +24,7 @@ import structlog
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from worker import ids
 from worker.errors import Unavailable
 from worker.sessions.model import BrowserConfig, ProfileRecord, SessionRecord
 from worker.sessions.shared_store import name_taken
@@ -269,13 +270,14 @@ class PostgresStore:
         client_token: str,
         token_sha256: str = "",
     ) -> None:
-        """Which worker holds a session, written by the gateway that started
-        it before it answers, so any gateway can route the session at once;
-        the worker's own copy fills the row in."""
+        """Which worker holds a session and its token's digest, written by
+        that worker while the session comes up, so any gateway can route it
+        the moment it is answered; the worker's copy of the record fills the
+        row in (and may have made it first: the digest is kept either way)."""
         await self._run(
             "INSERT INTO sessions (session_id, browser_id, worker_id, status, client_token,"
             " updated_at, body, token_sha256) VALUES (%s, %s, %s, 'READY', %s, 0, '{}', %s)"
-            " ON CONFLICT (session_id) DO NOTHING",
+            " ON CONFLICT (session_id) DO UPDATE SET token_sha256 = excluded.token_sha256",
             (session_id, browser_id, worker_id, client_token, token_sha256),
         )
 
@@ -409,3 +411,20 @@ def _why(exc: Exception) -> str:
     port, never the password."""
     first = str(exc).strip().splitlines()[:1]
     return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerIndex:
+    """One worker's entries in the fleet's session index."""
+
+    store: PostgresStore
+    worker_id: str
+
+    async def session_started(self, record: SessionRecord, token: str) -> None:
+        await self.store.put_pointer(
+            record.session_id,
+            record.browser_id,
+            self.worker_id,
+            record.client_token,
+            ids.token_digest(token),
+        )

@@ -14,8 +14,15 @@ import sqlite3
 from typing import Protocol
 
 from worker.errors import AlreadyExists
-from worker.sessions.model import BrowserConfig, ProfileRecord
+from worker.sessions.model import BrowserConfig, ProfileRecord, SessionRecord
 from worker.sessions.store import Store
+
+
+class SessionIndex(Protocol):
+    """Where a fleet learns which worker runs a session: gateways route
+    each call and stream by it. A lone worker has none."""
+
+    async def session_started(self, record: SessionRecord, token: str) -> None: ...
 
 
 class SharedStore(Protocol):
