@@ -63,7 +63,7 @@ gen_proto() {
         || "$venv/bin/pip" install -q "grpcio-tools>=1.85,<2"
     mkdir -p worker/pb
     "$venv/bin/python" -m grpc_tools.protoc -Iworker/pb=proto \
-        --python_out=. --pyi_out=. --grpc_python_out=. proto/sandbox.proto
+        --python_out=. --pyi_out=. --grpc_python_out=. proto/*.proto
     printf '"""Generated from proto/ by deploy/run.sh; do not edit."""\n' >worker/pb/__init__.py
     stamp_set proto "$want"
 }

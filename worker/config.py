@@ -189,6 +189,12 @@ class Config:
     # The host name gateways reach this worker at; empty: the listen host,
     # or this machine's fully qualified name when it listens on all.
     advertise_host: str = ""
+    # With a fleet's store: where gateways call this worker over the fleet
+    # link (a framed TCP protocol, a fraction of a gRPC call's cost; its
+    # connections prove they hold a key kept in the store). Empty: the gRPC
+    # listen host, on a port the kernel picks; "off": no link, gateways
+    # call this worker over gRPC.
+    link_listen: str = ""
     http_api_listen: str = "127.0.0.1:8090"
     http_api_auth: str = "sigv4"
     http_api_keys_file: Path | None = None

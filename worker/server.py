@@ -52,6 +52,8 @@ from worker.api.servicer import (
 )
 from worker.config import Config, ConfigError
 from worker.errors import Unavailable
+from worker.fleet.link import fleet_key
+from worker.fleet.link_server import LinkServer
 from worker.fleet.member import FleetMember
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics, State
@@ -78,6 +80,8 @@ class WorkerServer:
         self.worker_id = ids.new_worker_id()
         self.grpc_port = 0
         self.automation_port = 0
+        self.link_port = 0
+        self._link: LinkServer | None = None
         self.manager: SessionManager | None = None
         self._lock: IO[str] | None = None
         self._store: Store | None = None
@@ -120,7 +124,7 @@ class WorkerServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
         if self._shared is not None:
-            await self._join_fleet(self._shared, public)
+            await self._join_fleet(self._shared, public, servicers)
         self._write_ready_file(public)
         log.info(
             "worker.ready",
@@ -132,7 +136,7 @@ class WorkerServer:
             state_dir=str(self.config.state_dir),
         )
 
-    async def _join_fleet(self, store: PostgresStore, public: str) -> None:
+    async def _join_fleet(self, store: PostgresStore, public: str, servicers: Servicers) -> None:
         assert self.manager is not None
         host = self.config.advertise_host or _advertised_host(self.config.grpc_listen)
         addresses = {
@@ -141,11 +145,33 @@ class WorkerServer:
             if self.config.public_automation_url
             else f"ws://{host}:{self.automation_port}",
         }
+        if self.config.link_listen != "off":
+            await self._serve_link(store, servicers)
+            addresses["link"] = f"{host}:{self.link_port}"
         self.member = FleetMember(store, self.manager, self.worker_id, addresses, __version__)
         try:
             await self.member.start()
         except Unavailable as exc:
             raise ConfigError(f"store_url: {exc.reason}") from None
+
+    async def _serve_link(self, store: PostgresStore, servicers: Servicers) -> None:
+        """The fleet link, answering with the servicers gRPC has."""
+        assert self.manager is not None
+        listen = self.config.link_listen
+        if not listen:  # the gRPC listener's host, any port
+            listen = self.config.grpc_listen.rpartition(":")[0] + ":0"
+        host, port = split_host_port(listen, "link_listen")
+        by_service = {
+            "Browsers": servicers.browsers,
+            "BrowserSessions": servicers.sessions,
+            "BrowserProfiles": servicers.profiles,
+            "Worker": WorkerServicer(self.manager, self.worker_id),
+        }
+        self._link = LinkServer(by_service, fleet_key(store.page_key))
+        try:
+            self.link_port = await self._link.start(host, port)
+        except OSError as exc:
+            raise ConfigError(f"link_listen: cannot listen on {listen}: {exc.strerror}") from None
 
     def _open_state(self) -> None:
         state_dir = self.config.state_dir
@@ -236,6 +262,7 @@ class WorkerServer:
             "metrics_port": self.metrics_port,
             "http_api_port": self.http_api_port,
             "worker_id": self.worker_id,
+            "link_port": self.link_port,
         }
         tmp = self.config.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(body))
@@ -266,6 +293,8 @@ class WorkerServer:
             await self._automation.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
+        if self._link is not None:
+            await self._link.stop()
         await asyncio.to_thread(self.metrics.stop)
         if self._spans is not None:
             await asyncio.to_thread(self._spans.shutdown)  # flushes what is left

@@ -66,12 +66,16 @@ def test_ports_probes_and_drain_match_the_daemon(rendered: list[dict[str, Any]])
     pod = sts["spec"]["template"]["spec"]
     [container] = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {
+    expected = {
         "grpc": listen_port(config, "grpc"),
         "automation": listen_port(config, "automation"),
         "metrics": listen_port(config, "metrics"),
         "http-api": listen_port(config, "http_api"),
     }
+    values = {e["name"]: e.get("value", "") for e in container["env"]}
+    if "SANDBOX_LINK_LISTEN" in values:  # a fleet's worker: gateways call it over the link
+        expected["link"] = listen_port(values, "link")
+    assert ports == expected
     for env in container["env"]:
         if env["name"].startswith(ENV_PREFIX):
             assert env["name"].removeprefix(ENV_PREFIX) in FIELDS
@@ -292,7 +296,10 @@ def test_in_a_fleet_only_gateways_reach_the_workers() -> None:
     policy = named(docs, "NetworkPolicy", "sandbox-worker")["spec"]["ingress"]
     by_port = {port["port"]: rule["from"] for rule in policy for port in rule.get("ports", [])}
     gateway = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sandbox-gateway"}}}]
-    assert by_port[50051] == gateway and by_port[9223] == gateway
+    _, _, worker = worker_pod(docs)
+    link = listen_port({e["name"]: e.get("value", "") for e in worker["env"]}, "link")
+    assert by_port[50051] == by_port[link] == by_port[9223] == gateway
     assert 8090 not in by_port
     egress = named(docs, "NetworkPolicy", "sandbox-gateway")["spec"]["egress"]
-    assert {p["port"] for rule in egress for p in rule.get("ports", [])} >= {50051, 9223, 5432}
+    reached = {p["port"] for rule in egress for p in rule.get("ports", [])}
+    assert reached >= {50051, link, 9223, 5432}

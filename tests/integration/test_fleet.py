@@ -57,11 +57,21 @@ def pg() -> Iterator[Postgres]:
 
 @contextlib.asynccontextmanager
 async def fleet(
-    tmp_path: Path, pg: Postgres, workers: int = 2, **fields: Any
+    tmp_path: Path, pg: Postgres, workers: int = 2, grpc_only: tuple[int, ...] = (), **fields: Any
 ) -> AsyncIterator[tuple[list[RunningWorker], list[RunningGateway]]]:
+    """Workers (those numbered in grpc_only offer no fleet link: gateways
+    call them over gRPC) and two gateways."""
     async with contextlib.AsyncExitStack() as stack:
         members = [
-            await stack.enter_async_context(fleet_worker(tmp_path, pg, f"w{n}", **fields))
+            await stack.enter_async_context(
+                fleet_worker(
+                    tmp_path,
+                    pg,
+                    f"w{n}",
+                    **fields,
+                    **({"link_listen": "off"} if n in grpc_only else {}),
+                )
+            )
             for n in range(workers)
         ]
         gateways = [
@@ -118,7 +128,8 @@ async def _status(data: Any, browser_id: str, session_id: str, status: str) -> A
 async def test_starts_spread_a_full_fleet_says_so_and_a_client_token_is_one_session(
     tmp_path: Path, pg: Postgres
 ) -> None:
-    async with fleet(tmp_path, pg) as (workers, (g1, g2)):
+    # One worker is called over the fleet link, the other over gRPC.
+    async with fleet(tmp_path, pg, grpc_only=(1,)) as (workers, (g1, g2)):
         started = [await (g1 if n % 2 else g2).start() for n in range(4)]
         with pytest.raises(grpc.aio.AioRpcError) as full:
             await g1.start()
@@ -132,6 +143,7 @@ async def test_starts_spread_a_full_fleet_says_so_and_a_client_token_is_one_sess
         for s in started[1:]:
             await g2.stop(s.session_id)
     assert sorted(owners.count(w.server.worker_id) for w in workers) == [2, 2]
+    assert workers[0].server.link_port and not workers[1].server.link_port
     assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert full.value.details() == "capacity: all 4 sessions of the fleet's 2 workers are in use"
     assert quota.value.response["Error"]["Code"] == "ServiceQuotaExceededException"

@@ -107,11 +107,15 @@ def rebuild(error: grpc.aio.AioRpcError) -> WorkerError:
     """A refusal from another process (a worker behind a gateway) as the
     error it was there: field and reason apart. A code no worker refuses
     with on purpose becomes a generic INTERNAL: its text stays unseen."""
-    kind = _BY_CODE.get(error.code())
-    if kind is None:
-        return Internal()
     trailing = dict(error.trailing_metadata() or ())
     field = str(trailing.get(FIELD_KEY, ""))
     details = error.details() or ""
     reason = details[len(field) + 2 :] if field and details.startswith(f"{field}: ") else details
-    return kind(field, reason)
+    return refusal(error.code(), field, reason)
+
+
+def refusal(code: grpc.StatusCode, field: str, reason: str) -> WorkerError:
+    """The error a refusal's code, field and reason make; a code no worker
+    refuses with on purpose is a generic INTERNAL."""
+    kind = _BY_CODE.get(code)
+    return Internal() if kind is None else kind(field, reason)

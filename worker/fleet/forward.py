@@ -1,8 +1,9 @@
-"""Calls a gateway makes to workers: one gRPC channel per worker address,
-kept while the gateway runs, and a worker's refusal rebuilt as the error it
+"""Calls a gateway makes to workers: over the fleet link to a worker that
+offers one (worker/fleet/link.py), else over gRPC, one channel per worker
+kept while the gateway runs. A worker's refusal comes back as the error it
 was there (field and reason apart), so a caller cannot tell a gateway's
-answer from a worker's. A worker that does not answer is UNAVAILABLE naming
-the worker, never its traceback."""
+answer from a worker's. A worker that does not answer is UNAVAILABLE
+naming the worker, never its traceback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import grpc
 
 from worker.api.rpc import rebuild, refused_on_purpose
 from worker.errors import Unavailable
+from worker.fleet.link import SERVICES, methods
+from worker.fleet.link_client import LinkDown, WorkerLink
+from worker.fleet.placement import WorkerView
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 STUBS: dict[str, Any] = {
@@ -23,20 +27,44 @@ STUBS: dict[str, Any] = {
 
 
 class Forwarder:
-    def __init__(self) -> None:
+    def __init__(self, link_key: bytes) -> None:
+        self._link_key = link_key
+        self._methods = methods()
+        self._links: dict[str, WorkerLink] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
 
     async def call(
         self,
-        address: str,
+        worker: WorkerView,
         service: str,
         method: str,
         request: Any,
         timeout: float,
-        metadata: tuple[tuple[str, str], ...] = (),
+        request_id: str = "",
+    ) -> Any:
+        if worker.link:
+            return await self._over_link(worker.link, service, method, request, timeout, request_id)
+        return await self._over_grpc(worker.grpc, service, method, request, timeout, request_id)
+
+    async def _over_link(
+        self, address: str, service: str, method: str, request: Any, timeout: float, rid: str
+    ) -> Any:
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = WorkerLink(address, self._link_key)
+        try:
+            return await link.call(
+                self._methods[f"{SERVICES[service]}/{method}"], request, timeout, rid
+            )
+        except (LinkDown, TimeoutError):
+            raise WorkerUnreachable(address) from None
+
+    async def _over_grpc(
+        self, address: str, service: str, method: str, request: Any, timeout: float, rid: str
     ) -> Any:
         stub = self._stub(address, service)
+        metadata = (("x-request-id", rid),) if rid else ()
         try:
             return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
@@ -58,8 +86,11 @@ class Forwarder:
         return stub
 
     async def close(self) -> None:
+        for link in self._links.values():
+            await link.close()
         for channel in self._channels.values():
             await channel.close()
+        self._links.clear()
         self._channels.clear()
         self._stubs.clear()
 

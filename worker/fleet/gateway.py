@@ -30,6 +30,7 @@ from worker.config import Config, ConfigError
 from worker.errors import Unavailable
 from worker.fleet.directory import REFRESH_S, Directory
 from worker.fleet.forward import Forwarder
+from worker.fleet.link import fleet_key
 from worker.fleet.relay import StreamRelay, Target
 from worker.fleet.servicers import (
     Fleet,
@@ -59,7 +60,7 @@ class GatewayServer:
         self._relay: StreamRelay | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http_api: HostedAPI | None = None
-        self._forward = Forwarder()
+        self._forward: Forwarder | None = None
         self._health = health.aio.HealthServicer()
         self._refresher: asyncio.Task[None] | None = None
         self._stopped = False
@@ -70,6 +71,7 @@ class GatewayServer:
             self._store = await PostgresStore.open(config.store_url, config.store_timeout_s)
         except Unavailable as exc:
             raise ConfigError(f"store_url: {exc.reason}") from None
+        self._forward = Forwarder(fleet_key(self._store.page_key))
         directory = Directory(self._store, config.worker_lost_after_s)
         await directory.refresh()
         self._relay = StreamRelay(self._owner_of, sigv4.access_keys(config) or {})
@@ -184,7 +186,8 @@ class GatewayServer:
             await self._grpc.stop(grace=1.0)
         if self._relay is not None:
             await self._relay.stop()
-        await self._forward.close()
+        if self._forward is not None:
+            await self._forward.close()
         await asyncio.to_thread(self.metrics.stop)
         if self._store is not None:
             await self._store.close()

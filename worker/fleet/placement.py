@@ -21,6 +21,7 @@ from typing import Any
 class WorkerView:
     worker_id: str
     grpc: str  # host:port, as gateways reach it
+    link: str  # host:port of its fleet link; "": call it over gRPC
     automation: str  # ws://host:port
     capacity: int
     in_use: int
@@ -36,6 +37,7 @@ class WorkerView:
         return cls(
             worker_id=worker_id,
             grpc=str(body.get("grpc", "")),
+            link=str(body.get("link", "")),
             automation=str(body.get("automation", "")),
             capacity=int(body.get("capacity", 0)),
             in_use=int(body.get("in_use", 0)),

@@ -12,6 +12,8 @@ import dataclasses
 import re
 from typing import Any
 
+import structlog
+
 from worker import __version__
 from worker.api import convert, validation
 from worker.api.automation import endpoint_path, live_view_path
@@ -93,9 +95,10 @@ class _Served:
         return self._fleet.metrics
 
 
-def _request_id(context: Any) -> tuple[tuple[str, str], ...]:
-    metadata = dict(context.invocation_metadata() or ())
-    return (("x-request-id", str(metadata["x-request-id"])),) if "x-request-id" in metadata else ()
+def _request_id() -> str:
+    """The id this call is logged under here (the caller's x-request-id,
+    or one the gateway made): the worker logs the forwarded call under it."""
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
 
 
 class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
@@ -117,8 +120,8 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
             try:
                 with fleet.directory.starting(worker.worker_id):
                     answer = await fleet.forward.call(
-                        worker.grpc, "sessions", "StartBrowserSession", request,
-                        fleet.config.start_timeout_s + CALL_TIMEOUT_S, _request_id(context),
+                        worker, "sessions", "StartBrowserSession", request,
+                        fleet.config.start_timeout_s + CALL_TIMEOUT_S, _request_id(),
                     )  # fmt: skip
             except (ResourceExhausted, Unavailable) as err:  # full, draining or gone
                 last = err
@@ -235,7 +238,7 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
         if owner is None:
             raise Unavailable("session_id", f"the session's worker {owner_id} is not reachable")
         return await self._fleet.forward.call(
-            owner.grpc, "sessions", method, request, CALL_TIMEOUT_S, _request_id(context)
+            owner, "sessions", method, request, CALL_TIMEOUT_S, _request_id()
         )
 
     @staticmethod
@@ -259,7 +262,7 @@ class FleetBrowsers(pb_grpc.BrowsersServicer, _Served):
     async def _any(self, method: str, request: Any, context: Any) -> Any:
         worker = self._fleet.any_worker()
         return await self._fleet.forward.call(
-            worker.grpc, "browsers", method, request, CALL_TIMEOUT_S, _request_id(context)
+            worker, "browsers", method, request, CALL_TIMEOUT_S, _request_id()
         )
 
     @rpc
@@ -294,7 +297,7 @@ class FleetProfiles(pb_grpc.BrowserProfilesServicer, _Served):
     async def _any(self, method: str, request: Any, context: Any) -> Any:
         worker = self._fleet.any_worker()
         return await self._fleet.forward.call(
-            worker.grpc, "profiles", method, request, CALL_TIMEOUT_S, _request_id(context)
+            worker, "profiles", method, request, CALL_TIMEOUT_S, _request_id()
         )
 
     @rpc
