@@ -12,7 +12,9 @@ is (the best a user could do by hand), in one run, interleaved.
 - Sessions per minute at concurrency 2, 4 and 8: the load generator's
   scenario (Start, connect, open a tab, load a page, read its title, Stop),
   through the gateway and direct (each client keeps to one worker), for
-  the same time each, alternating which goes first.
+  the same time each, in eight slices taken A B B A A B B A (which way
+  goes first alternates between concurrencies), so that whatever else the
+  shared machine does in those minutes falls on both ways alike.
 
 On two cores the workers' browsers compete with each other and with the
 gateway: the headless shell is used for every session, and the ratios, not
@@ -21,7 +23,7 @@ temporary directory (worker.cli.local_postgres).
 
 Prints one JSON object on its last line and writes bench/results/fleet.json.
 
-    python bench/fleet.py [--starts 40] [--calls 400] [--seconds 20]
+    python bench/fleet.py [--starts 120] [--calls 400] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ from worker.pb import sandbox_pb2_grpc as pb_grpc
 WORKERS = 3
 CAPACITY = 3  # per worker: concurrency 8 fits in the fleet's 9
 SETTLE_S = 0.25
+SLICES = 8  # per concurrency, both ways together
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--starts", type=int, default=40)
+    parser.add_argument("--starts", type=int, default=120)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -192,20 +195,28 @@ async def _owner(workers: list[dict[str, Any]], session_id: str) -> dict[str, An
 async def sessions_per_minute(
     via: Any, direct: list[Any], concurrency: int, seconds: float, url: str, gateway_first: bool
 ) -> dict[str, float]:
-    runs = [
-        ("gateway", [via] * concurrency),
-        ("direct", [direct[i % len(direct)] for i in range(concurrency)]),
-    ]
-    if not gateway_first:
-        runs.reverse()
-    rates: dict[str, float] = {}
-    for name, stubs in runs:
-        rates[name] = await _rate(stubs, seconds, url)
+    """Each way for `seconds` in all, in SLICES slices taken A B B A A B B A,
+    so that a drift in what else the machine runs falls on both alike."""
+    clients = {
+        "gateway": [via] * concurrency,
+        "direct": [direct[i % len(direct)] for i in range(concurrency)],
+    }
+    first, second = ("gateway", "direct") if gateway_first else ("direct", "gateway")
+    done = {"gateway": 0, "direct": 0}
+    spent = {"gateway": 0.0, "direct": 0.0}
+    for n in range(SLICES):
+        name = first if n % 4 in (0, 3) else second
+        finished, took = await _run_for(clients[name], seconds / SLICES, url)
+        done[name] += finished
+        spent[name] += took
+    rates: dict[str, float] = {name: round(done[name] / spent[name] * 60, 1) for name in done}
     rates["ratio"] = round(rates["gateway"] / rates["direct"], 3) if rates["direct"] else 0.0
     return rates
 
 
-async def _rate(stubs: list[Any], seconds: float, url: str) -> float:
+async def _run_for(stubs: list[Any], seconds: float, url: str) -> tuple[int, float]:
+    """Sessions the clients finished in about `seconds`, and the time taken
+    (to the last one's end)."""
     options = loadtest.Options(target="", url=url, progress=False)
     began = time.monotonic()
     deadline = began + seconds
@@ -221,7 +232,7 @@ async def _rate(stubs: list[Any], seconds: float, url: str) -> float:
                 done += 1
 
     await asyncio.gather(*(client(s) for s in stubs))
-    return round(done / (time.monotonic() - began) * 60, 1)
+    return done, time.monotonic() - began
 
 
 if __name__ == "__main__":
