@@ -1,8 +1,8 @@
 """The gateway's automation and live-view port. A connection's first
 request names a session (`/browser-streams/{browser}/sessions/{id}/...`);
 the gateway finds the worker that holds it in the shared store, checks the
-session's token (against the digest it kept when it handed the token out)
-or the request's SigV4 signature, so a refused client never reaches a
+session's token (against the digest of it that the worker indexed at
+Start) or the request's SigV4 signature, so a refused client never reaches a
 worker, then sends the worker the request as it came (the worker checks
 again) and from then on moves bytes both ways unchanged: no websocket frame
 is parsed or rebuilt on the way, so a CDP round trip costs two socket hops

@@ -262,7 +262,7 @@ class PostgresStore:
 
         await self.with_connection(write)
 
-    async def put_pointer(
+    async def index_session(
         self,
         session_id: str,
         browser_id: str,
@@ -421,7 +421,7 @@ class WorkerIndex:
     worker_id: str
 
     async def session_started(self, record: SessionRecord, token: str) -> None:
-        await self.store.put_pointer(
+        await self.store.index_session(
             record.session_id,
             record.browser_id,
             self.worker_id,
