@@ -28,7 +28,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import signal
 import socket
 from typing import IO, Any
 
@@ -55,6 +54,7 @@ from worker.errors import Unavailable
 from worker.fleet.link import fleet_key
 from worker.fleet.link_server import LinkServer
 from worker.fleet.member import FleetMember
+from worker.lifetime import run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
@@ -82,6 +82,7 @@ class WorkerServer:
         self.automation_port = 0
         self.link_port = 0
         self._link: LinkServer | None = None
+        self._status: WorkerServicer | None = None  # gRPC's, and the link's
         self.manager: SessionManager | None = None
         self._lock: IO[str] | None = None
         self._store: Store | None = None
@@ -156,7 +157,7 @@ class WorkerServer:
 
     async def _serve_link(self, store: PostgresStore, servicers: Servicers) -> None:
         """The fleet link, answering with the servicers gRPC has."""
-        assert self.manager is not None
+        assert self._status is not None
         listen = self.config.link_listen
         if not listen:  # the gRPC listener's host, any port
             listen = self.config.grpc_listen.rpartition(":")[0] + ":0"
@@ -165,7 +166,7 @@ class WorkerServer:
             "Browsers": servicers.browsers,
             "BrowserSessions": servicers.sessions,
             "BrowserProfiles": servicers.profiles,
-            "Worker": WorkerServicer(self.manager, self.worker_id),
+            "Worker": self._status,
         }
         self._link = LinkServer(by_service, fleet_key(store.page_key))
         try:
@@ -197,8 +198,10 @@ class WorkerServer:
             SessionsServicer(manager, public, tokens),
             ProfilesServicer(manager, tokens),
         )
-        status = WorkerServicer(manager, self.worker_id)
-        add_to_server(server, servicers.browsers, servicers.sessions, servicers.profiles, status)
+        self._status = WorkerServicer(manager, self.worker_id)
+        add_to_server(
+            server, servicers.browsers, servicers.sessions, servicers.profiles, self._status
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -339,14 +342,4 @@ def _lock_state_dir(config: Config) -> IO[str]:
 
 async def serve(config: Config) -> None:
     """Run a worker until SIGTERM or SIGINT, then shut it down in order."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = WorkerServer(config)
-    try:
-        await server.start()
-        await stop.wait()
-        log.info("worker.signal", action="draining")
-    finally:
-        await server.stop()
+    await run_until_signalled(WorkerServer(config), "worker.signal")

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 
 import grpc
 import structlog
@@ -40,6 +39,7 @@ from worker.fleet.servicers import (
     FleetSessions,
     FleetStatus,
 )
+from worker.lifetime import run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics
 from worker.sessions.postgres_store import PostgresStore
@@ -196,13 +196,4 @@ class GatewayServer:
 
 async def serve(config: Config) -> None:
     """Run a gateway until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    gateway = GatewayServer(config)
-    try:
-        await gateway.start()
-        await stop.wait()
-    finally:
-        await gateway.stop()
+    await run_until_signalled(GatewayServer(config))

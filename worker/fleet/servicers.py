@@ -67,6 +67,13 @@ class Fleet:
             raise Unavailable("", "no worker of the fleet is reachable")
         return fresh[0]
 
+    async def on_any_worker(self, service: str, method: str, request: Any) -> Any:
+        """A call about browsers or profiles (kept in the store): any
+        worker answers it."""
+        return await self.forward.call(
+            self.any_worker(), service, method, request, CALL_TIMEOUT_S, _request_id()
+        )
+
     def owner(self, worker_id: str) -> WorkerView | None:
         view = self.directory.workers.get(worker_id)
         return view if view is not None and view.fresh(self.directory.lost_after_s) else None
@@ -259,23 +266,17 @@ class FleetBrowsers(pb_grpc.BrowsersServicer, _Served):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
-    async def _any(self, method: str, request: Any, context: Any) -> Any:
-        worker = self._fleet.any_worker()
-        return await self._fleet.forward.call(
-            worker, "browsers", method, request, CALL_TIMEOUT_S, _request_id()
-        )
-
     @rpc
     async def CreateBrowser(self, request: Any, context: Any) -> pb.Browser:
-        return await self._any("CreateBrowser", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("browsers", "CreateBrowser", request)  # type: ignore[no-any-return]
 
     @rpc
     async def GetBrowser(self, request: Any, context: Any) -> pb.Browser:
-        return await self._any("GetBrowser", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("browsers", "GetBrowser", request)  # type: ignore[no-any-return]
 
     @rpc
     async def ListBrowsers(self, request: Any, context: Any) -> pb.ListBrowsersResponse:
-        return await self._any("ListBrowsers", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("browsers", "ListBrowsers", request)  # type: ignore[no-any-return]
 
     @rpc
     async def DeleteBrowser(self, request: Any, context: Any) -> pb.Browser:
@@ -285,7 +286,7 @@ class FleetBrowsers(pb_grpc.BrowsersServicer, _Served):
             raise FailedPrecondition(
                 "browser_id", f"{running} session(s) of this browser are running; stop them first"
             )
-        return await self._any("DeleteBrowser", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("browsers", "DeleteBrowser", request)  # type: ignore[no-any-return]
 
 
 class FleetProfiles(pb_grpc.BrowserProfilesServicer, _Served):
@@ -294,29 +295,23 @@ class FleetProfiles(pb_grpc.BrowserProfilesServicer, _Served):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
-    async def _any(self, method: str, request: Any, context: Any) -> Any:
-        worker = self._fleet.any_worker()
-        return await self._fleet.forward.call(
-            worker, "profiles", method, request, CALL_TIMEOUT_S, _request_id()
-        )
-
     @rpc
     async def CreateBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
-        return await self._any("CreateBrowserProfile", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("profiles", "CreateBrowserProfile", request)  # type: ignore[no-any-return]
 
     @rpc
     async def GetBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
-        return await self._any("GetBrowserProfile", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("profiles", "GetBrowserProfile", request)  # type: ignore[no-any-return]
 
     @rpc
     async def ListBrowserProfiles(
         self, request: Any, context: Any
     ) -> pb.ListBrowserProfilesResponse:
-        return await self._any("ListBrowserProfiles", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("profiles", "ListBrowserProfiles", request)  # type: ignore[no-any-return]
 
     @rpc
     async def DeleteBrowserProfile(self, request: Any, context: Any) -> pb.BrowserProfile:
-        return await self._any("DeleteBrowserProfile", request, context)  # type: ignore[no-any-return]
+        return await self._fleet.on_any_worker("profiles", "DeleteBrowserProfile", request)  # type: ignore[no-any-return]
 
 
 class FleetStatus(pb_grpc.WorkerServicer, _Served):
