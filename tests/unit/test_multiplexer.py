@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from worker import cdp
-from worker.cdp.multiplexer import MAX_IN_FLIGHT, Client, ClientGone
+from worker.cdp.multiplexer import MAX_IN_FLIGHT, Client, ClientGone, Multiplexer
 
 
 class Browser:
@@ -256,3 +260,79 @@ async def test_new_pages_with_a_size_or_a_window_are_always_made() -> None:
     client.handle(json.dumps({"id": 1, "method": "Target.createTarget", "params": params}))
     await flush()
     assert browser.sent[-1]["method"] == "Target.createTarget"
+
+
+class Owner:
+    """Stands for the session: what it hands the multiplexer are its methods."""
+
+    def observe(self, *_args: Any) -> None:
+        pass
+
+    def focus(self, _target_id: str) -> None:
+        pass
+
+
+class GoneSocket:
+    """A client that sends one command and is gone before its answer is
+    written: the write fails, as websockets' does on a closed connection."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str]:
+        yield json.dumps({"id": 1, "method": "Page.enable"})
+        asked = self.browser.sent[-1]
+        self.browser.answer({"id": asked["id"], "result": {}, "sessionId": "ROOT1"})
+        await flush()
+
+    async def send(self, _text: str) -> None:
+        raise ConnectionError("the client went away")
+
+    async def close(self, _code: int, _reason: str) -> None:
+        pass
+
+
+@contextmanager
+def no_cycle_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def booted_multiplexer(browser: Browser, owner: Owner) -> Multiplexer:
+    spare: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    spare.set_result("ROOT1")
+    return Multiplexer(browser.conn, 100, spare, observe=owner.observe, focus=owner.focus)
+
+
+async def test_a_client_whose_socket_broke_under_its_writer_leaves_no_cycle() -> None:
+    # A writer's error raised into serve() made a cycle through serve's frame
+    # (client, multiplexer and the session's methods in it): sessions ended
+    # with such a client waited for a full collection.
+    browser, owner = Browser(), Owner()
+    with no_cycle_collector():
+        mux = booted_multiplexer(browser, owner)
+        await mux.serve(GoneSocket(browser))
+        assert not mux.clients
+        freed_owner, freed_mux = weakref.ref(owner), weakref.ref(mux)
+        del owner, mux
+        assert freed_mux() is None and freed_owner() is None
+
+
+async def test_an_ended_multiplexer_lets_go_of_its_owner_closing_clients_does_not() -> None:
+    browser, owner = Browser(), Owner()
+    with no_cycle_collector():
+        mux = booted_multiplexer(browser, owner)  # kept, as a lingering frame would
+        freed_owner = weakref.ref(owner)
+        del owner
+        # Disabling the automation stream shuts the clients; the session goes on.
+        mux.close_all(1008, "automation stream disabled")
+        assert freed_owner() is not None
+        mux.end(1001, "session ended: STOPPED")
+        assert freed_owner() is None

@@ -512,16 +512,18 @@ class Multiplexer:
             self._count_out()
             await ws.send(message)
 
+        # The client is told through this multiplexer, not given the owner's
+        # callbacks: `end` then lets go of them for every client at once.
         client = Client(
             self._conn,
             send,
             ws.close,
             self._queue_limit,
-            self._new_target_defaults,
-            self._observe,
+            self._defaults_for_new_target,
+            self._observe_command,
             next(self._numbers),
             self._downloads,
-            self._focus,
+            self._focus_on,
             self._first_page,
         )
         if self._conn.closed:
@@ -548,17 +550,41 @@ class Multiplexer:
             client.shut(client.close_code, client.close_reason)
             if not self._conn.closed:
                 client.release()
-            try:
-                await asyncio.wait_for(writer, 5)  # cancels the writer on timeout
-            except TimeoutError:
+            # Waited for, not awaited: a writer's error raised here would take
+            # this frame into its traceback, and the task holding the error is
+            # one of this frame's locals. That cycle (with the client and the
+            # owner's callbacks in it) is freed only by a full collection.
+            await asyncio.wait({writer}, timeout=5)
+            if not writer.done():
+                writer.cancel()
                 # It reads nothing, so not our close frame either: cut it
                 # now rather than hold it through websockets' close timeout.
                 transport = getattr(ws, "transport", None)
                 if transport is not None:
                     transport.abort()
-            except Exception as exc:  # the socket broke under the writer
-                log.debug("automation.writer_error", error=type(exc).__name__)
+            elif not writer.cancelled() and (error := writer.exception()) is not None:
+                log.debug("automation.writer_error", error=type(error).__name__)
 
     def close_all(self, code: int, reason: str) -> None:
         for client in list(self.clients):
             client.shut(code, reason)
+
+    def end(self, code: int, reason: str) -> None:
+        """The browser's session is over: every client is shut, and the
+        owner's callbacks are dropped, so that what outlives the session (a
+        client's frame in a traceback) does not keep its owner."""
+        self.close_all(code, reason)
+        self._new_target_defaults = dict
+        self._observe = _unobserved
+        self._focus = _unfocused
+
+    def _defaults_for_new_target(self) -> dict[str, Any]:
+        return self._new_target_defaults()
+
+    def _observe_command(
+        self, client: int, method: str, params: dict[str, Any], reply: Message, took: float
+    ) -> None:
+        self._observe(client, method, params, reply, took)
+
+    def _focus_on(self, target_id: str) -> None:
+        self._focus(target_id)

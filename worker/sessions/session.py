@@ -634,7 +634,7 @@ class Session:
         if self.recording is not None:
             await self._end_recording(reason)
         if self.mux is not None:
-            self.mux.close_all(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
+            self.mux.end(CLOSE_CODES.get(reason, 1001), f"session ended: {reason}")
         if self.process is not None:
             await self.process.terminate(self._config.kill_timeout_s)
 
