@@ -5,7 +5,8 @@ is (the best a user could do by hand), in one run, interleaved.
 - Start latency: StartBrowserSession through the gateway and straight to a
   worker (round robin), alternating, each session stopped at once and the
   worker's clean-up let finish; the added cost is the median of the paired
-  differences.
+  differences, with a 95% bootstrap interval: a Start's own time (a spawn)
+  varies by milliseconds, so one run's median moves by a few tenths.
 - CDP round trip: one session, two websocket clients on it, one through the
   gateway's relay and one on the worker's own endpoint, calling
   Target.getTargets in turn.
@@ -23,7 +24,7 @@ temporary directory (worker.cli.local_postgres).
 
 Prints one JSON object on its last line and writes bench/results/fleet.json.
 
-    python bench/fleet.py [--starts 120] [--calls 400] [--seconds 20]
+    python bench/fleet.py [--starts 300] [--calls 400] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -52,13 +54,17 @@ from worker.pb import sandbox_pb2_grpc as pb_grpc
 
 WORKERS = 3
 CAPACITY = 3  # per worker: concurrency 8 fits in the fleet's 9
-SETTLE_S = 0.25
+# After a Stop, before the next Start: a worker's close (browser killed,
+# directories swept, cgroup removed) took 3-6 ms in 20 tries here, so every
+# Start begins with nothing of the last one left, and on idle processes.
+SETTLE_S = 0.1
+RESAMPLES = 2000  # for the interval of the median added Start time
 SLICES = 8  # per concurrency, both ways together
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--starts", type=int, default=120)
+    parser.add_argument("--starts", type=int, default=300)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -144,11 +150,24 @@ async def start_latency(via: Any, direct: list[Any], rounds: int) -> dict[str, f
         through.append(g)
         straight.append(d)
         added.append(g - d)
+    low, high = _median_interval(added)
     return {
+        "pairs": rounds,
         "gateway_ms_p50": round(statistics.median(through), 2),
         "direct_ms_p50": round(statistics.median(straight), 2),
         "added_ms_p50": round(statistics.median(added), 2),
+        "added_ms_p50_ci95": [round(low, 2), round(high, 2)],
     }
+
+
+def _median_interval(sample: list[float]) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval for the sample's median (the
+    resampling is seeded: a run's printed interval can be recomputed)."""
+    pick = random.Random(0)
+    medians = sorted(
+        statistics.median(pick.choices(sample, k=len(sample))) for _ in range(RESAMPLES)
+    )
+    return medians[int(RESAMPLES * 0.025)], medians[int(RESAMPLES * 0.975) - 1]
 
 
 async def round_trip(
