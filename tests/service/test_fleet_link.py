@@ -18,10 +18,11 @@ import pytest
 
 from worker.api.rpc import rpc
 from worker.errors import Internal, NotFound
-from worker.fleet.link import MAGIC, NONCE, Method, methods
+from worker.fleet.link import MAGIC, NONCE, Method, encode, join, methods, read_frame
 from worker.fleet.link_client import LinkDown, WorkerLink
 from worker.fleet.link_server import LinkServer
 from worker.metrics import Metrics
+from worker.pb import link_pb2
 from worker.pb import sandbox_pb2 as pb
 
 KEY = secrets.token_bytes(32)
@@ -169,3 +170,28 @@ async def test_calls_run_side_by_side_and_fail_at_once_when_the_worker_goes() ->
     await link.close()
     assert quick.name == "q" and failed_after < 5 and again.name == "back"
     assert sessions.stops_cancelled == 1
+
+
+async def test_a_frame_cut_into_pieces_is_answered_and_an_oversized_one_closes_the_link() -> None:
+    sessions = Sessions()
+    async with serving(sessions) as address:
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            await join(reader, writer, KEY)
+            body = pb.StartBrowserSessionRequest(name="in pieces").SerializeToString()
+            request = encode(link_pb2.Frame(call=7, method=START.name, body=body, timeout_s=5))
+            for byte in range(len(request)):  # one read each, as a slow network might
+                writer.write(request[byte : byte + 1])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            replies = [await asyncio.wait_for(read_frame(reader), 5)]
+            writer.write(b"\xff\xff\xff\xff")  # a length past any frame's
+            closed = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    assert [r.call for r in replies] == [7] and not replies[0].code
+    assert pb.BrowserSession.FromString(replies[0].body).name == "in pieces"
+    assert closed == b"" and sessions.calls == ["start in pieces"]
