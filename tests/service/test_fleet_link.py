@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 
 from worker.api.rpc import rpc
 from worker.errors import Internal, NotFound
-from worker.fleet.link import MAGIC, NONCE, Method, encode, join, methods, read_frame
+from worker.fleet.link import MAGIC, NONCE, Method, encode, greet, join, methods, read_frame
 from worker.fleet.link_client import LinkDown, WorkerLink
 from worker.fleet.link_server import LinkServer
 from worker.metrics import Metrics
@@ -172,26 +173,76 @@ async def test_calls_run_side_by_side_and_fail_at_once_when_the_worker_goes() ->
     assert sessions.stops_cancelled == 1
 
 
-async def test_a_frame_cut_into_pieces_is_answered_and_an_oversized_one_closes_the_link() -> None:
+async def test_a_frame_cut_into_pieces_is_answered_and_a_broken_one_closes_the_link() -> None:
     sessions = Sessions()
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, what: unhandled.append(what))
+    body = pb.StartBrowserSessionRequest(name="in pieces").SerializeToString()
+    request = encode(link_pb2.Frame(call=7, method=START.name, body=body, timeout_s=5))
     async with serving(sessions) as address:
-        host, port = address.split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            await join(reader, writer, KEY)
-            body = pb.StartBrowserSessionRequest(name="in pieces").SerializeToString()
-            request = encode(link_pb2.Frame(call=7, method=START.name, body=body, timeout_s=5))
+        async with _joined(address) as (reader, writer):
             for byte in range(len(request)):  # one read each, as a slow network might
                 writer.write(request[byte : byte + 1])
                 await writer.drain()
                 await asyncio.sleep(0.001)
-            replies = [await asyncio.wait_for(read_frame(reader), 5)]
-            writer.write(b"\xff\xff\xff\xff")  # a length past any frame's
-            closed = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    assert [r.call for r in replies] == [7] and not replies[0].code
-    assert pb.BrowserSession.FromString(replies[0].body).name == "in pieces"
-    assert closed == b"" and sessions.calls == ["start in pieces"]
+            reply = await asyncio.wait_for(read_frame(reader), 5)
+        closed = []
+        for broken in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x03\xff\xff\xff"):
+            # A length past any frame's; a frame that does not parse.
+            async with _joined(address) as (reader, writer):
+                writer.write(broken)
+                closed.append(await asyncio.wait_for(reader.read(), 5))
+    assert reply.call == 7 and not reply.code
+    assert pb.BrowserSession.FromString(reply.body).name == "in pieces"
+    assert closed == [b"", b""] and sessions.calls == ["start in pieces"]
+    assert not unhandled  # a broken frame is the peer's fault, not a crash here
+
+
+async def test_a_broken_answer_fails_the_call_at_once_and_the_next_call_connects_again() -> None:
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, what: unhandled.append(what))
+    answers = [b"\x00\x00\x00\x03\xff\xff\xff"]  # then, on the next connection, a good one
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await greet(reader, writer, KEY)
+        asked = await read_frame(reader)
+        good = encode(
+            link_pb2.Frame(call=asked.call, body=pb.BrowserSession(name="ok").SerializeToString())
+        )
+        writer.write(answers.pop() if answers else good)
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(worker, "127.0.0.1", 0)
+    link = WorkerLink(f"127.0.0.1:{server.sockets[0].getsockname()[1]}", KEY)
+    try:
+        began = time.monotonic()
+        with pytest.raises(LinkDown):
+            await link.call(START, pb.StartBrowserSessionRequest(), 30, "")
+        failed_after = time.monotonic() - began
+        again = await link.call(START, pb.StartBrowserSessionRequest(), 5, "")
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
+    gc.collect()  # a reader task that died of the broken frame says so when collected
+    assert failed_after < 5 and again.name == "ok"
+    assert not unhandled
+
+
+@contextlib.asynccontextmanager
+async def _joined(
+    address: str,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection that passed the handshake, as a gateway's does."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await join(reader, writer, KEY)
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

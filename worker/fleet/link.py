@@ -28,6 +28,8 @@ import secrets
 import struct
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from worker.pb import link_pb2
 from worker.pb import sandbox_pb2 as pb
 
@@ -87,11 +89,15 @@ def encode(frame: link_pb2.Frame) -> bytes:
 
 
 async def read_frame(reader: asyncio.StreamReader) -> link_pb2.Frame:
-    """The next frame; IncompleteReadError when the other end closed."""
+    """The next frame; IncompleteReadError when the other end closed,
+    LinkError when it sent what no frame can be."""
     (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
     if length > MAX_FRAME:
         raise LinkError(f"a frame of {length} bytes (at most {MAX_FRAME})")
-    return link_pb2.Frame.FromString(await reader.readexactly(length))
+    try:
+        return link_pb2.Frame.FromString(await reader.readexactly(length))
+    except DecodeError:
+        raise LinkError("a frame that does not parse") from None
 
 
 def _mac(key: bytes, side: bytes, nonce: bytes) -> bytes:

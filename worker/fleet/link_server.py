@@ -74,6 +74,8 @@ class LinkServer:
         calls: dict[int, asyncio.Task[None]] = {}
         try:
             await self._read(reader, writer, calls)
+        except LinkError as exc:  # a gateway of the fleet, but a broken one
+            log.warning("link.broken", peer=peer, reason=str(exc))
         finally:
             del self._open[writer]
             for call in calls.values():
@@ -86,7 +88,7 @@ class LinkServer:
         writer: asyncio.StreamWriter,
         calls: dict[int, asyncio.Task[None]],
     ) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, LinkError):
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 frame = await read_frame(reader)
                 if frame.cancel:
