@@ -4,6 +4,7 @@ the error type, the field in the hosted JSON's spelling, and the reason."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import urllib.error
 import urllib.request
@@ -99,3 +100,31 @@ async def test_hosted_operations_this_worker_lacks_are_named_as_unsupported(
     )
     assert (status, kind) == (400, "ValidationException")
     assert body["message"] == "filesystemConfigurations: is not supported by this worker"
+
+
+async def test_a_signed_request_whose_host_does_not_parse_is_access_denied(
+    tmp_path: Path, fake_binary: Path
+) -> None:
+    """Signed with a known key, but for a Host no URL can have (`[`): the
+    signature cannot be checked, so it is refused as a bad one, not failed
+    as the worker's own error."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"AKIDHOST": "a-secret"}))
+    config = fake_config(tmp_path, fake_binary, http_api_keys_file=keys)
+    async with running_worker(config) as worker:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        credential = f"AKIDHOST/{stamp[:8]}/us-east-1/bedrock-agentcore/aws4_request"
+        reader, writer = await asyncio.open_connection("127.0.0.1", worker.server.http_api_port)
+        try:
+            writer.write(
+                b"GET /browsers HTTP/1.1\r\nHost: [\r\nX-Amz-Date: " + stamp.encode() + b"\r\n"
+                b"Authorization: AWS4-HMAC-SHA256 Credential=" + credential.encode() + b", "
+                b"SignedHeaders=host;x-amz-date, Signature=00\r\nConnection: close\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 ")
+    assert b"x-amzn-ErrorType: AccessDeniedException" in head
+    assert b"does not parse" in body

@@ -47,6 +47,17 @@ PATH = re.compile(
 LIVE_VIEW_PAGE = (Path(__file__).parent / "live_view.html").read_bytes()
 
 
+def stream_target(target: str) -> re.Match[str] | None:
+    """The stream a request target names (browser, session, kind), or None:
+    also for a target that is no URL at all (`//[x`, which urlsplit
+    refuses), so that anyone's bad request is a 404, not our error."""
+    try:
+        path = urlsplit(target).path
+    except ValueError:
+        return None
+    return PATH.fullmatch(path)
+
+
 def endpoint_path(browser_id: str, session_id: str) -> str:
     return f"/browser-streams/{browser_id}/sessions/{session_id}/automation"
 
@@ -84,7 +95,7 @@ class AutomationServer:
             await self._server.wait_closed()
 
     def _session_for(self, request: Request) -> tuple[Session | None, str]:
-        match = PATH.fullmatch(urlsplit(request.path).path)
+        match = stream_target(request.path)
         if match is None:
             return None, ""
         return self._manager.stream_session(match.group(1), match.group(2)), match.group(3)

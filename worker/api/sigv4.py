@@ -26,6 +26,7 @@ from worker.config import Config, ConfigError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_PRESIGNED_EXPIRES_S = 300  # the hosted service's maximum for live-view URLs
+URL_UNPARSED = "the request's URL (its path or Host header) does not parse"
 
 
 class SignatureError(Exception):
@@ -83,7 +84,10 @@ def verify(
     )
     request.context["timestamp"] = stamp
     signer = SigV4Auth(Credentials(key_id, secret), signed_service, region)
-    canonical = signer.canonical_request(request)
+    try:
+        canonical = signer.canonical_request(request)
+    except ValueError:  # the URL (its Host) does not parse: nothing was signed for it
+        raise SignatureError(URL_UNPARSED) from None
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, signature):
         raise SignatureError("the request signature does not match")
@@ -100,7 +104,10 @@ def verify_presigned(
 ) -> str:
     """Check a presigned URL (`X-Amz-*` query parameters, signed for its
     path and the Host header); returns the access key id that signed it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise SignatureError(URL_UNPARSED) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     params = dict(query)
     if params.get("X-Amz-Algorithm") != ALGORITHM:

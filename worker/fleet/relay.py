@@ -32,7 +32,7 @@ from websockets.datastructures import Headers
 
 from worker import ids
 from worker.api import stream_auth
-from worker.api.automation import PATH
+from worker.api.automation import stream_target
 from worker.fleet.placement import WorkerView
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ class StreamRelay:
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         target_path = _target(head)
-        match = PATH.fullmatch(urlsplit(target_path).path) if target_path else None
+        match = stream_target(target_path) if target_path else None
         if match is None:
             return await _answer(writer, 404, "no such stream")
         target = await self._lookup(match.group(2))
