@@ -388,6 +388,13 @@ async def test_the_gateway_refuses_a_wrong_token_before_any_worker_sees_it(
                 async with connect(stream.stream_endpoint, additional_headers=headers):
                     pass
             refusals.append(refused.value.response.status_code)
+        # Ids no session can have reach no query of the store (a NUL byte
+        # in one was an error of psycopg's, and a dropped connection).
+        port, path = gateway.server.automation_port, f"/browser-streams/{BUILT_IN}/sessions/"
+        not_ids = [
+            await _status_line(port, f"{path}{bad}/automation")
+            for bad in ("a\x00b", "x" * 5000, "ünï")
+        ]
         signed = sign_handshake(stream.stream_endpoint)
         async with connect(stream.stream_endpoint, additional_headers=signed) as client:
             await client.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
@@ -399,8 +406,18 @@ async def test_the_gateway_refuses_a_wrong_token_before_any_worker_sees_it(
         )
         await gateway.stop(started.session_id)
     assert refusals == [401, 401, 401]
+    assert not_ids == [b"HTTP/1.1 404 Not Found"] * 3
     assert seen in (None, 0.0)  # the worker never saw them
     assert "product" in answer["result"]  # a SigV4 signature over the gateway's URL
+
+
+async def _status_line(port: int, target: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1", "replace"))
+        return (await asyncio.wait_for(reader.readline(), 10)).strip()
+    finally:
+        writer.close()
 
 
 def sign_handshake(endpoint: str) -> dict[str, str]:

@@ -92,6 +92,27 @@ async def test_a_browser_with_an_unusable_certificate_is_refused_at_creation(
     assert (await worker.browsers.CreateBrowser(fine)).status == pb.BROWSER_READY
 
 
+async def test_a_description_with_a_nul_is_refused_naming_it_and_lines_are_kept(
+    worker: RunningWorker,
+) -> None:
+    # Refused on every store alike: a fleet's PostgreSQL cannot keep a NUL in text.
+    for create in (
+        worker.browsers.CreateBrowser(pb.CreateBrowserRequest(name="nul", description="a\x00b")),
+        worker.profiles.CreateBrowserProfile(
+            pb.CreateBrowserProfileRequest(name="nul", description="a\x00b")
+        ),
+    ):
+        error = await refused(create)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "description: must not contain the NUL character (U+0000)"
+    lines = "first line\n\tsecond, indented"
+    made = await worker.browsers.CreateBrowser(
+        pb.CreateBrowserRequest(name="lines", description=lines)
+    )
+    got = await worker.browsers.GetBrowser(pb.GetBrowserRequest(browser_id=made.browser_id))
+    assert got.description == lines
+
+
 async def test_browsers_are_listed_by_type(worker: RunningWorker) -> None:
     created = await worker.browsers.CreateBrowser(pb.CreateBrowserRequest(name="mine"))
 

@@ -86,6 +86,9 @@ def profile_id(value: str, field: str) -> str:
 
 def description(text: str) -> str:
     _check(len(text) <= 4096, "description", "must be at most 4096 characters")
+    # Any text, lines and tabs too, but not NUL: a fleet's PostgreSQL store
+    # cannot keep it in text, and the same request must fare alike on both.
+    _check("\x00" not in text, "description", "must not contain the NUL character (U+0000)")
     return text
 
 

@@ -22,7 +22,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from worker import ids
-from worker.api import sigv4
+from worker.api import sigv4, validation
 from worker.api.hosted import HostedAPI
 from worker.api.servicer import add_to_server
 from worker.config import Config, ConfigError
@@ -109,6 +109,10 @@ class GatewayServer:
         """The relay's lookup: a session's worker if it is reachable,
         whether the session is known at all, and its token's digest."""
         assert self.fleet is not None
+        if not validation.SESSION_ID.fullmatch(session_id):
+            # No session has it, and the store is not asked (a NUL byte in
+            # a query's text is an error of psycopg's).
+            return Target(None, False, "")
         try:
             found = await self.fleet.store.stream_target(session_id)
         except Unavailable:
