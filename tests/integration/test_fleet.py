@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from botocore.exceptions import ClientError
 from websockets.asyncio.client import connect
@@ -409,6 +410,24 @@ async def test_the_gateway_refuses_a_wrong_token_before_any_worker_sees_it(
     assert not_ids == [b"HTTP/1.1 404 Not Found"] * 3
     assert seen in (None, 0.0)  # the worker never saw them
     assert "product" in answer["result"]  # a SigV4 signature over the gateway's URL
+
+
+async def test_a_bad_client_token_is_refused_by_the_gateway_before_it_claims_anything(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    async with (
+        fleet_worker(tmp_path, pg, "w0"),
+        running_gateway(tmp_path, pg) as gateway,
+    ):
+        details = []
+        for token in ("too-short", "x" * 40 + "\x00", "ü" * 40):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await gateway.start(client_token=token)
+            details.append((refused.value.code(), refused.value.details()))
+    reason = "client_token: must be 33-256 letters, digits and '-'"
+    assert details == [(grpc.StatusCode.INVALID_ARGUMENT, reason)] * 3
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM start_claims").fetchone() == (0,)
 
 
 async def _status_line(port: int, target: str) -> bytes:

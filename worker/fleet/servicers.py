@@ -116,10 +116,11 @@ class FleetSessions(pb_grpc.BrowserSessionsServicer, _Served):
     async def StartBrowserSession(self, request: Any, context: Any) -> pb.BrowserSession:
         fleet = self._fleet
         browser_id = validation.browser_id(request.browser_identifier or DEFAULT_BROWSER_ID)
+        # Checked here, as the worker would: the claim below stores it.
+        token = validation.client_token(request.client_token)
         if not fleet.directory.reachable:
             raise Unavailable("", f"the fleet's store at {fleet.store.where} is unavailable")
         order = fleet.directory.candidates(await self._flavour(browser_id))
-        token = request.client_token
         if token and order:
             order = await self._claimed_first(browser_id, token, order)
         last: Exception | None = None
