@@ -35,6 +35,7 @@ from helpers.fleet import (
     owner_of,
     running_gateway,
 )
+from helpers.handshakes import handshake_status
 from helpers.hosted import KEY_ID, SECRET, client, first_page
 from helpers.postgres import Postgres, postgres
 from helpers.upstreams import SecretsManager
@@ -393,7 +394,7 @@ async def test_the_gateway_refuses_a_wrong_token_before_any_worker_sees_it(
         # in one was an error of psycopg's, and a dropped connection).
         port, path = gateway.server.automation_port, f"/browser-streams/{BUILT_IN}/sessions/"
         not_ids = [
-            await _status_line(port, f"{path}{bad}/automation")
+            await handshake_status(port, f"{path}{bad}/automation".encode("latin-1"))
             for bad in ("a\x00b", "x" * 5000, "ünï")
         ]
         signed = sign_handshake(stream.stream_endpoint)
@@ -428,15 +429,6 @@ async def test_a_bad_client_token_is_refused_by_the_gateway_before_it_claims_any
     assert details == [(grpc.StatusCode.INVALID_ARGUMENT, reason)] * 3
     with psycopg.connect(pg.url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM start_claims").fetchone() == (0,)
-
-
-async def _status_line(port: int, target: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1", "replace"))
-        return (await asyncio.wait_for(reader.readline(), 10)).strip()
-    finally:
-        writer.close()
 
 
 def sign_handshake(endpoint: str) -> dict[str, str]:

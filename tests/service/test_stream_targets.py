@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 from typing import Any
 
+from helpers.handshakes import handshake_status
 from helpers.workers import RunningWorker
 from worker.fleet.placement import WorkerView
 from worker.fleet.relay import StreamRelay, Target
@@ -22,29 +23,15 @@ PRESIGNED = (
 )
 
 
-async def status_of(port: int, target: bytes, host: bytes = b"x") -> bytes:
-    """The status line a request for `target` gets."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(
-            b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        return (await asyncio.wait_for(reader.readline(), 5)).strip()
-    finally:
-        writer.close()
-
-
 async def test_the_worker_refuses_a_target_that_is_no_url_as_not_found(
     worker: RunningWorker,
 ) -> None:
     started = await worker.start()
     endpoint = started.streams.automation_stream.stream_endpoint
     port = int(endpoint.split(":")[2].split("/")[0])
-    assert [await status_of(port, t) for t in NO_URLS] == [b"HTTP/1.1 404 Not Found"] * 3
+    assert [await handshake_status(port, t) for t in NO_URLS] == [b"HTTP/1.1 404 Not Found"] * 3
     signed = (endpoint.split(str(port), 1)[1] + PRESIGNED).encode()
-    assert await status_of(port, signed, host=b"[") == b"HTTP/1.1 403 Forbidden"
+    assert await handshake_status(port, signed, host=b"[") == b"HTTP/1.1 403 Forbidden"
 
 
 async def test_the_gateway_relay_refuses_a_target_that_is_no_url_as_not_found() -> None:
@@ -62,9 +49,9 @@ async def test_the_gateway_relay_refuses_a_target_that_is_no_url_as_not_found() 
     relay = StreamRelay(lookup, {"AKID": "secret"})
     port = await relay.start("127.0.0.1", 0)
     try:
-        answers = [await status_of(port, t) for t in NO_URLS]
+        answers = [await handshake_status(port, t) for t in NO_URLS]
         signed = b"/browser-streams/b/sessions/S1/automation" + PRESIGNED.encode()
-        bad_host = await status_of(port, signed, host=b"[")
+        bad_host = await handshake_status(port, signed, host=b"[")
     finally:
         await relay.stop()
     assert answers == [b"HTTP/1.1 404 Not Found"] * 3
