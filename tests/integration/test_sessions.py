@@ -4,6 +4,7 @@ capacity, idempotency, isolation, drain. Each ending leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import os
@@ -442,8 +443,13 @@ async def test_drain_refuses_new_sessions_and_waits_for_running_ones(
     await assert_gone(worker, started.session_id)
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> dict[str, str]:
+    """This process's open descriptors, and what each is."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own, gone already
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
 
 
 async def test_ended_sessions_leave_no_open_file_descriptor(worker: RunningWorker) -> None:
@@ -467,7 +473,15 @@ async def test_ended_sessions_leave_no_open_file_descriptor(worker: RunningWorke
     await eventually(lambda: manager.in_use == 0, timeout=10)
     for started in (stopped, crashed, timed_out):
         await assert_gone(worker, started.session_id)
-    assert open_fds() == before
+    # Eventually: a pipe of a killed browser may be closed a moment after
+    # its session is gone (one CI run saw one more descriptor at once). A
+    # leak stays however long this waits.
+    try:
+        await eventually(lambda: len(open_fds()) == len(before), timeout=5)
+    except AssertionError:
+        now = open_fds()
+        extra = {fd: what for fd, what in now.items() if before.get(fd) != what}
+        raise AssertionError(f"{len(now) - len(before)} more open: {extra}") from None
 
 
 async def test_a_hung_browser_is_killed_and_its_session_ends_unresponsive(
