@@ -77,14 +77,15 @@ class State:
     uploads_pending: int = 0
 
 
-class Metrics:
+class DaemonMetrics:
+    """What every daemon of the project exports, a worker's and a
+    gateway's alike: its own process, its API calls and its automation
+    port's refusals, served beside /healthz and /readyz."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)  # the daemon's own CPU, RSS and fds
-        self._declare_sessions()
-        self._declare_clients()
         self._declare_rpc()
-        self._declare_recording()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,6 +96,59 @@ class Metrics:
         self, name: str, text: str, buckets: tuple[float, ...], *labels: str
     ) -> Histogram:
         return Histogram(name, text, list(labels), buckets=buckets, registry=self.registry)
+
+    def _declare_rpc(self) -> None:
+        self.rpc_requests = self._counter(
+            "sandbox_grpc_requests_total", "gRPC calls", "method", "code"
+        )
+        self.rpc_seconds = self._histogram(
+            "sandbox_grpc_request_seconds", "gRPC call latency", RPC_BUCKETS, "method"
+        )
+        self.automation_refused = self._counter(
+            "sandbox_automation_refused_total",
+            "Automation connections refused in the handshake, by reason",
+            "reason",
+        )
+
+    def serve(
+        self,
+        host: str,
+        port: int,
+        alive: Callable[[], bool] = lambda: True,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> int:
+        """Serve /metrics, /healthz and /readyz on one port; returns it."""
+        server = make_server(
+            host,
+            port,
+            probes(make_wsgi_app(self.registry), alive, ready),
+            ThreadingWSGIServer,
+            handler_class=_Quiet,
+        )
+        # A short poll so that stopping the daemon does not wait half a second.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        self._server = server
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class Metrics(DaemonMetrics):
+    """A worker's: its sessions, their clients and their recordings."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        self._declare_sessions()
+        self._declare_clients()
+        self._declare_recording()
 
     def _declare_sessions(self) -> None:
         self.sessions_started = self._counter(
@@ -134,11 +188,6 @@ class Metrics:
         )
 
     def _declare_clients(self) -> None:
-        self.automation_refused = self._counter(
-            "sandbox_automation_refused_total",
-            "Automation connections refused in the handshake, by reason",
-            "reason",
-        )
         self.cdp_messages = self._counter(
             "sandbox_cdp_messages_total",
             "CDP messages through the automation endpoint (in: from clients)",
@@ -146,14 +195,6 @@ class Metrics:
         )
         self.live_viewers = Gauge(
             "sandbox_live_view_viewers", "Live-view viewers connected", registry=self.registry
-        )
-
-    def _declare_rpc(self) -> None:
-        self.rpc_requests = self._counter(
-            "sandbox_grpc_requests_total", "gRPC calls", "method", "code"
-        )
-        self.rpc_seconds = self._histogram(
-            "sandbox_grpc_request_seconds", "gRPC call latency", RPC_BUCKETS, "method"
         )
 
     def _declare_recording(self) -> None:
@@ -184,36 +225,6 @@ class Metrics:
     def watch(self, snapshot: Callable[[], State]) -> None:
         """Report the worker's present state on every scrape."""
         self.registry.register(StateCollector(snapshot))
-
-    def serve(
-        self,
-        host: str,
-        port: int,
-        alive: Callable[[], bool] = lambda: True,
-        ready: Callable[[], bool] = lambda: True,
-    ) -> int:
-        """Serve /metrics, /healthz and /readyz on one port; returns it."""
-        server = make_server(
-            host,
-            port,
-            probes(make_wsgi_app(self.registry), alive, ready),
-            ThreadingWSGIServer,
-            handler_class=_Quiet,
-        )
-        # A short poll so that stopping the worker does not wait half a second.
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        self._server = server
-        return int(server.server_port)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
 
 
 def probes(

@@ -124,7 +124,8 @@ def test_the_mtls_overlay_mounts_what_the_daemon_reads(rendered: list[dict[str, 
 
 
 def test_alerts_and_the_dashboard_use_metrics_the_daemon_exports() -> None:
-    exported = set(re.findall(r'"(sandbox_[a-z_]+)"', (ROOT / "worker" / "metrics.py").read_text()))
+    sources = (ROOT / "worker" / "metrics.py", ROOT / "worker" / "fleet" / "metrics.py")
+    exported = {m for p in sources for m in re.findall(r'"(sandbox_[a-z_]+)"', p.read_text())}
     exported |= {name.removesuffix("_total") for name in exported}
     texts = [
         (K8S / "components" / "monitoring" / "prometheusrule.yaml").read_text(),
@@ -303,3 +304,18 @@ def test_in_a_fleet_only_gateways_reach_the_workers() -> None:
     egress = named(docs, "NetworkPolicy", "sandbox-gateway")["spec"]["egress"]
     reached = {p["port"] for rule in egress for p in rule.get("ports", [])}
     assert reached >= {50051, link, 9223, 5432}
+
+
+def test_monitoring_a_fleet_scrapes_its_gateways_beside_its_workers() -> None:
+    docs = render_with("fleet", "monitoring")
+    selector = one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"]
+    for name in ("sandbox-worker", "sandbox-gateway"):
+        service = named(docs, "Service", name)
+        assert selector.items() <= service["metadata"]["labels"].items(), name
+        assert endpoint in {p["name"] for p in service["spec"]["ports"]}, name
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    ingress = named(docs, "NetworkPolicy", "sandbox-gateway")["spec"]["ingress"]
+    assert any(rule["from"] == [monitoring] and {"port": 9464} in rule["ports"] for rule in ingress)

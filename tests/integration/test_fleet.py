@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from helpers.fleet import (
 from helpers.handshakes import handshake_status
 from helpers.hosted import KEY_ID, SECRET, client, first_page
 from helpers.postgres import Postgres, postgres
+from helpers.scrapes import Scrape, scrape_port
 from helpers.upstreams import SecretsManager
 from helpers.waits import eventually
 from helpers.workers import RunningWorker, browser_root, session_processes
@@ -242,6 +244,80 @@ async def test_a_killed_worker_s_sessions_end_worker_lost_and_the_fleet_carries_
     assert left_before  # so the clean-up above was seen, not assumed
 
 
+async def test_a_gateway_s_metrics_show_the_fleet_its_relay_and_a_worker_that_went(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    env = {
+        "SANDBOX_STORE_URL": pg.url,
+        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
+        "SANDBOX_MAX_SESSIONS": "3",  # more room than the other: Starts go here first
+    }
+    victim_dir = tmp_path / "victim" / "state"
+    victim_dir.parent.mkdir()
+    with daemon(victim_dir, env=env) as (victim, victim_info):
+        async with (
+            fleet_worker(tmp_path, pg, "w0", max_sessions=1),
+            running_gateway(tmp_path, pg, metrics_listen="127.0.0.1:0") as gateway,
+        ):
+            port = gateway.server.metrics_port
+            await eventually(lambda: len(gateway.server.fleet.directory.fresh()) == 2)
+            whole = await scrape_port(port)
+            started = await gateway.start()
+            stream = started.streams.automation_stream
+            async with connect(
+                stream.stream_endpoint,
+                additional_headers={"Authorization": f"Bearer {stream.token}"},
+            ) as client:
+                await client.send(json.dumps({"id": 1, "method": "Browser.getVersion"}))
+                await client.recv()
+                # Use is as each worker last reported: a heartbeat away.
+                relaying = await eventually(
+                    lambda: _scrape_showing(port, "sandbox_fleet_sessions_in_use")
+                )
+                os.killpg(victim.pid, signal.SIGKILL)
+                # Still fresh in the directory: the Start tries it, finds
+                # no one there, and goes to the other worker.
+                replacement = await gateway.start()
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(client.recv(), 10)
+
+            after = await eventually(
+                lambda: _scrape_showing(port, "sandbox_fleet_workers_lost_total"),
+                timeout=LOST_AFTER_S + 10,
+            )
+            await gateway.stop(replacement.session_id)
+    assert owner_of(pg, started.session_id) == victim_info["worker_id"]
+    assert whole.value("sandbox_fleet_store_up") == 1
+    assert whole.value("sandbox_fleet_workers", state="ready") == 2
+    assert whole.value("sandbox_fleet_capacity_sessions") == 4
+    assert relaying.value("sandbox_fleet_relayed_streams") == 1
+    assert relaying.value("sandbox_fleet_sessions_in_use") == 1
+    forwarded = lambda code: after.value(  # noqa: E731
+        "sandbox_fleet_forwarded_calls_total", method="StartBrowserSession", code=code
+    )
+    assert (forwarded("OK"), forwarded("UNREACHABLE")) == (2, 1)
+    assert after.value("sandbox_fleet_sessions_lost_total") == 1
+    assert after.value("sandbox_fleet_workers", state="silent") == 1
+    assert after.value("sandbox_fleet_relayed_streams") == 0
+    assert "sandbox_sessions_started_total" not in after.names()  # a worker's, not here
+
+
+async def _scrape_showing(port: int, name: str, value: float | None = None) -> Scrape | None:
+    """A scrape in which `name` is `value` (or, without one, not 0)."""
+    seen = await scrape_port(port)
+    shown = seen.value(name)
+    return seen if (shown == value if value is not None else shown) else None
+
+
+def _probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
 async def _ended(gateway: RunningGateway, session_id: str) -> Any:
     got = await gateway.get(session_id)
     return got if got.status == pb.TERMINATED else None
@@ -253,13 +329,18 @@ async def test_a_store_restart_fails_starts_clearly_and_the_gateway_recovers_by_
     secret_url = pg.url.replace("postgres@", f"postgres:{STORE_PASSWORD}@")
     async with (
         fleet_worker(tmp_path, pg, "w0", store_url=secret_url),
-        running_gateway(tmp_path, pg, store_url=secret_url) as gateway,
+        running_gateway(
+            tmp_path, pg, store_url=secret_url, metrics_listen="127.0.0.1:0"
+        ) as gateway,
     ):
         running = await gateway.start()
         await asyncio.to_thread(pg.stop)
         try:
             with pytest.raises(grpc.aio.AioRpcError) as down:
                 await gateway.start()
+            port = gateway.server.metrics_port
+            await eventually(lambda: _scrape_showing(port, "sandbox_fleet_store_up", 0), timeout=15)
+            unready = await asyncio.to_thread(_probe, port, "/readyz")
         finally:
             await asyncio.to_thread(pg.start)
 
@@ -269,11 +350,14 @@ async def test_a_store_restart_fails_starts_clearly_and_the_gateway_recovers_by_
             return None
 
         after = await eventually(started, timeout=30)
+        recovered = await eventually(lambda: _scrape_showing(port, "sandbox_fleet_store_up", 1))
         still = await gateway.get(running.session_id)
         for session_id in (running.session_id, after.session_id):
             await gateway.stop(session_id)
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert f"127.0.0.1:{pg.port}" in (down.value.details() or "")
+    assert unready == 503  # a gateway without its store takes no traffic
+    assert recovered.value("sandbox_fleet_store_up") == 1
     assert still.status == pb.READY  # the running session never noticed
     out, err = capfd.readouterr()
     assert STORE_PASSWORD not in out + err + str(down.value.details())

@@ -3,10 +3,8 @@ move as the sessions, clients, proxies and RPCs do."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,9 +12,9 @@ import grpc
 import pytest
 import pytest_asyncio
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from helpers.scrapes import Scrape, scrape_port
 from helpers.upstreams import HOST_OVERRIDES, Origin, Proxy, unique_path
 from helpers.waits import eventually
 from helpers.workers import (
@@ -36,31 +34,8 @@ async def worker(tmp_path: Path) -> AsyncIterator[RunningWorker]:
         yield running
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-class Scrape:
-    def __init__(self, samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
-        self.samples = samples
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum over every sample of `name` whose labels include these."""
-        return sum(
-            value
-            for (sample, have), value in self.samples.items()
-            if sample == name and set(labels.items()) <= set(have)
-        )
-
-
 async def scrape(worker: RunningWorker) -> Scrape:
-    return Scrape(await asyncio.to_thread(_scrape, worker.server.metrics_port))
+    return await scrape_port(worker.server.metrics_port)
 
 
 async def test_a_session_moves_the_session_client_and_rpc_metrics(worker: RunningWorker) -> None:

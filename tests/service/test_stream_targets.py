@@ -12,6 +12,7 @@ from typing import Any
 
 from helpers.handshakes import handshake_status
 from helpers.workers import RunningWorker
+from worker.fleet.metrics import GatewayMetrics
 from worker.fleet.placement import WorkerView
 from worker.fleet.relay import StreamRelay, Target
 
@@ -46,7 +47,8 @@ async def test_the_gateway_relay_refuses_a_target_that_is_no_url_as_not_found() 
         looked_up.append(session_id)
         return Target(worker, True, hashlib.sha256(b"its token").hexdigest())
 
-    relay = StreamRelay(lookup, {"AKID": "secret"})
+    metrics = GatewayMetrics()
+    relay = StreamRelay(lookup, {"AKID": "secret"}, metrics)
     port = await relay.start("127.0.0.1", 0)
     try:
         answers = [await handshake_status(port, t) for t in NO_URLS]
@@ -57,3 +59,7 @@ async def test_the_gateway_relay_refuses_a_target_that_is_no_url_as_not_found() 
     assert answers == [b"HTTP/1.1 404 Not Found"] * 3
     assert bad_host == b"HTTP/1.1 403 Forbidden"
     assert looked_up == ["S1"] and not unhandled
+    refused = lambda reason: metrics.registry.get_sample_value(  # noqa: E731
+        "sandbox_automation_refused_total", {"reason": reason}
+    )
+    assert (refused("not found"), refused("forbidden")) == (3, 1)

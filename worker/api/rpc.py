@@ -27,7 +27,7 @@ from worker.errors import (
     Unavailable,
     WorkerError,
 )
-from worker.metrics import Metrics
+from worker.metrics import DaemonMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ def rpc(
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get("x-request-id", "")) or secrets.token_hex(8)
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
-        metrics: Metrics = self.metrics
+        metrics: DaemonMetrics = self.metrics
         started, code = time.perf_counter(), "OK"
         try:
             return await handler(self, request, context)

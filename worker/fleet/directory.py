@@ -4,11 +4,12 @@ each (placement counts them as taken room). A worker silent past
 `worker_lost_after_s` is out of placement, and its sessions end WORKER_LOST
 (the store lets exactly one gateway do that, and log it). The gateway
 calls `refresh` on a timer; it returns the workers newly found lost, whose
-relayed clients the gateway then closes."""
+relayed clients the gateway then closes (and counts)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,14 @@ from worker.sessions.postgres_store import PostgresStore
 log = structlog.get_logger(__name__)
 
 REFRESH_S = 0.5  # well inside a worker's 2 s heartbeat
+
+
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """A worker this gateway found silent."""
+
+    worker_id: str
+    sessions: int  # that this gateway ended WORKER_LOST (0: another gateway did)
 
 
 class Directory:
@@ -62,7 +71,7 @@ class Directory:
         finally:
             self.pending[worker_id] -= 1
 
-    async def refresh(self) -> list[str]:
+    async def refresh(self) -> list[Lost]:
         """Read the workers again; returns those newly found silent."""
         try:
             rows = await self._store.workers()
@@ -79,11 +88,10 @@ class Directory:
                 self._lost.discard(view.worker_id)  # back (or gone on purpose)
             elif view.worker_id not in self._lost:
                 self._lost.add(view.worker_id)
-                await self._lose(view)
-                newly.append(view.worker_id)
+                newly.append(Lost(view.worker_id, await self._lose(view)))
         return newly
 
-    async def _lose(self, view: WorkerView) -> None:
+    async def _lose(self, view: WorkerView) -> int:
         ended = await self._store.mark_lost(view.worker_id, time.time())
         if ended:
             log.warning(
@@ -92,3 +100,4 @@ class Directory:
                 silent_s=round(view.age_s, 1),
                 sessions=len(ended),
             )
+        return len(ended)

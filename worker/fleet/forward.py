@@ -3,7 +3,8 @@ offers one (worker/fleet/link.py), else over gRPC, one channel per worker
 kept while the gateway runs. A worker's refusal comes back as the error it
 was there (field and reason apart), so a caller cannot tell a gateway's
 answer from a worker's. A worker that does not answer is UNAVAILABLE
-naming the worker, never its traceback."""
+naming the worker, never its traceback. Each call is counted by how the
+worker answered."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 import grpc
 
 from worker.api.rpc import rebuild, refused_on_purpose
-from worker.errors import Unavailable
+from worker.errors import Unavailable, WorkerError
 from worker.fleet.link import SERVICES, methods
 from worker.fleet.link_client import LinkDown, WorkerLink
+from worker.fleet.metrics import GatewayMetrics
 from worker.fleet.placement import WorkerView
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 
@@ -27,8 +29,9 @@ STUBS: dict[str, Any] = {
 
 
 class Forwarder:
-    def __init__(self, link_key: bytes) -> None:
+    def __init__(self, link_key: bytes, metrics: GatewayMetrics) -> None:
         self._link_key = link_key
+        self._metrics = metrics
         self._methods = methods()
         self._links: dict[str, WorkerLink] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -43,9 +46,21 @@ class Forwarder:
         timeout: float,
         request_id: str = "",
     ) -> Any:
-        if worker.link:
-            return await self._over_link(worker.link, service, method, request, timeout, request_id)
-        return await self._over_grpc(worker.grpc, service, method, request, timeout, request_id)
+        code = "OK"
+        try:
+            if worker.link:
+                return await self._over_link(
+                    worker.link, service, method, request, timeout, request_id
+                )
+            return await self._over_grpc(worker.grpc, service, method, request, timeout, request_id)
+        except WorkerUnreachable:
+            code = "UNREACHABLE"
+            raise
+        except WorkerError as err:
+            code = err.code.name
+            raise
+        finally:
+            self._metrics.forwarded.labels(method, code).inc()
 
     async def _over_link(
         self, address: str, service: str, method: str, request: Any, timeout: float, rid: str

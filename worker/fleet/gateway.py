@@ -30,6 +30,7 @@ from worker.errors import Unavailable
 from worker.fleet.directory import REFRESH_S, Directory
 from worker.fleet.forward import Forwarder
 from worker.fleet.link import fleet_key
+from worker.fleet.metrics import FleetState, GatewayMetrics
 from worker.fleet.relay import StreamRelay, Target
 from worker.fleet.servicers import (
     Fleet,
@@ -41,7 +42,6 @@ from worker.fleet.servicers import (
 )
 from worker.lifetime import run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
-from worker.metrics import Metrics
 from worker.sessions.postgres_store import PostgresStore
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,7 @@ class GatewayServer:
             raise ConfigError("store_url: a gateway needs the fleet's store (postgresql://...)")
         self.config = config
         self.gateway_id = "g" + ids.new_worker_id()[1:]
-        self.metrics = Metrics()
+        self.metrics = GatewayMetrics()
         self.grpc_port = self.http_api_port = self.automation_port = self.metrics_port = 0
         self.fleet: Fleet | None = None
         self._store: PostgresStore | None = None
@@ -71,10 +71,10 @@ class GatewayServer:
             self._store = await PostgresStore.open(config.store_url, config.store_timeout_s)
         except Unavailable as exc:
             raise ConfigError(f"store_url: {exc.reason}") from None
-        self._forward = Forwarder(fleet_key(self._store.page_key))
+        self._forward = Forwarder(fleet_key(self._store.page_key), self.metrics)
         directory = Directory(self._store, config.worker_lost_after_s)
         await directory.refresh()
-        self._relay = StreamRelay(self._owner_of, sigv4.access_keys(config) or {})
+        self._relay = StreamRelay(self._owner_of, sigv4.access_keys(config) or {}, self.metrics)
         host, port = split_host_port(config.automation_listen, "automation_listen")
         self.automation_port = await self._relay.start(host, port)
         public = config.public_automation_url or f"ws://{url_host(host)}:{self.automation_port}"
@@ -91,8 +91,7 @@ class GatewayServer:
             host, port = split_host_port(config.http_api_listen, "http_api_listen")
             self.http_api_port = await self._http_api.start(host, port)
         if config.metrics_listen:
-            host, port = split_host_port(config.metrics_listen, "metrics_listen")
-            self.metrics_port = self.metrics.serve(host, port, ready=lambda: directory.reachable)
+            self._serve_metrics(directory)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._refresher = asyncio.ensure_future(self._refresh(directory))
         self._write_ready_file(public)
@@ -122,6 +121,36 @@ class GatewayServer:
         worker_id, digest = found
         return Target(self.fleet.owner(worker_id), True, digest)
 
+    def _serve_metrics(self, directory: Directory) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def state() -> FleetState:
+            assert self._relay is not None
+            return FleetState(
+                store_up=directory.reachable,
+                workers=tuple(directory.workers.values()),
+                lost_after_s=directory.lost_after_s,
+                starting=sum(directory.pending.values()),
+                relayed=self._relay.relayed,
+            )
+
+        def snapshot() -> FleetState:
+            # Scrapes run on prometheus-client's thread; the directory and
+            # the relay are read on the event loop, which owns them.
+            return asyncio.run_coroutine_threadsafe(state(), loop).result(10)
+
+        def alive() -> bool:
+            # The event loop answers: a wedged gateway fails its liveness probe.
+            try:
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+            except Exception:
+                return False
+            return True
+
+        self.metrics.watch(snapshot)
+        host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
+        self.metrics_port = self.metrics.serve(host, port, alive, lambda: directory.reachable)
+
     async def _serve_grpc(self, servicers: FleetServicers) -> None:
         server = grpc.aio.server()
         add_to_server(
@@ -150,10 +179,12 @@ class GatewayServer:
                 log.warning("gateway.store", reachable=serving)
                 status = health_pb2.HealthCheckResponse
                 await self._set_health(status.SERVING if serving else status.NOT_SERVING)
-            for worker_id in lost:
+            for found in lost:
+                self.metrics.workers_lost.inc()
+                self.metrics.sessions_lost.inc(found.sessions)
                 if self._relay is not None:
-                    closed = self._relay.drop(worker_id)
-                    log.info("gateway.clients_closed", worker_id=worker_id, clients=closed)
+                    closed = self._relay.drop(found.worker_id)
+                    log.info("gateway.clients_closed", worker_id=found.worker_id, clients=closed)
 
     async def _set_health(self, status: int) -> None:
         await self._health.set("", status)

@@ -33,6 +33,7 @@ from websockets.datastructures import Headers
 from worker import ids
 from worker.api import stream_auth
 from worker.api.automation import stream_target
+from worker.fleet.metrics import GatewayMetrics
 from worker.fleet.placement import WorkerView
 
 log = structlog.get_logger(__name__)
@@ -54,9 +55,10 @@ Lookup = Callable[[str], Awaitable[Target]]
 
 
 class StreamRelay:
-    def __init__(self, lookup: Lookup, keys: Mapping[str, str]) -> None:
+    def __init__(self, lookup: Lookup, keys: Mapping[str, str], metrics: GatewayMetrics) -> None:
         self._lookup = lookup
         self._keys = keys  # the HTTP API's SigV4 keys
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
         self._open: dict[str, set[_Joined]] = {}  # worker id -> its relayed connections
         self.port = 0
@@ -72,6 +74,11 @@ class StreamRelay:
             for joined in [j for group in self._open.values() for j in group]:
                 joined.close(1001, "the gateway is going away")
             await self._server.wait_closed()
+
+    @property
+    def relayed(self) -> int:
+        """Websockets relayed now (a plain request's relay is not one)."""
+        return sum(j.upgrade for group in self._open.values() for j in group)
 
     def drop(self, worker_id: str) -> int:
         """Close every relayed client of a worker the fleet found lost."""
@@ -98,13 +105,13 @@ class StreamRelay:
         target_path = _target(head)
         match = stream_target(target_path) if target_path else None
         if match is None:
-            return await _answer(writer, 404, "no such stream")
+            return await self._refuse(writer, 404, "no such stream")
         target = await self._lookup(match.group(2))
         worker = target.worker
         if worker is None:
             if target.known:
-                return await _answer(writer, 503, "the session's worker is not reachable")
-            return await _answer(writer, 404, "no such session")
+                return await self._refuse(writer, 503, "the session's worker is not reachable")
+            return await self._refuse(writer, 404, "no such session")
         if target.token_sha256:
             refused = stream_auth.check(
                 target_path,
@@ -114,12 +121,12 @@ class StreamRelay:
                 match.group(3),
             )
             if refused is not None:
-                return await _answer(writer, int(refused[0]), refused[1])
+                return await self._refuse(writer, int(refused[0]), refused[1])
         address = urlsplit(worker.automation)
         try:
             up_reader, up_writer = await asyncio.open_connection(address.hostname, address.port)
         except OSError:
-            return await _answer(writer, 503, "the session's worker is not reachable")
+            return await self._refuse(writer, 503, "the session's worker is not reachable")
         _no_delay(up_writer)
         upgrade = b"upgrade: websocket" in head.lower()
         up_writer.write(head if upgrade else _closing(head))
@@ -131,6 +138,11 @@ class StreamRelay:
             self._open.get(worker.worker_id, set()).discard(joined)
             up_writer.close()
 
+    async def _refuse(self, writer: asyncio.StreamWriter, status: int, text: str) -> None:
+        self._metrics.automation_refused.labels(HTTPStatus(status).phrase.lower()).inc()
+        log.info("relay.refused", status=status, reason=text)
+        await _answer(writer, status, text)
+
 
 class _Joined:
     """One client joined to its worker: two pumps, and the server-to-client
@@ -140,6 +152,7 @@ class _Joined:
         self, client: asyncio.StreamWriter, worker: asyncio.StreamWriter, upgrade: bool
     ) -> None:
         self._client, self._worker = client, worker
+        self.upgrade = upgrade
         self._frames = _FrameTracker() if upgrade else None
 
     async def run(self, client_in: asyncio.StreamReader, worker_in: asyncio.StreamReader) -> None:

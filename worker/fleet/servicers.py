@@ -29,8 +29,8 @@ from worker.errors import (
 )
 from worker.fleet.directory import Directory
 from worker.fleet.forward import Forwarder, WorkerUnreachable
+from worker.fleet.metrics import GatewayMetrics
 from worker.fleet.placement import WorkerView
-from worker.metrics import Metrics
 from worker.pb import sandbox_pb2 as pb
 from worker.pb import sandbox_pb2_grpc as pb_grpc
 from worker.sessions.model import DEFAULT_BROWSER_ID, TERMINATED, SessionRecord
@@ -49,7 +49,7 @@ class Fleet:
     store: PostgresStore
     directory: Directory
     forward: Forwarder
-    metrics: Metrics
+    metrics: GatewayMetrics
     endpoint_base: str  # ws://gateway:port, for automation endpoints
     tokens: PageTokens = dataclasses.field(init=False)
 
@@ -98,7 +98,7 @@ class _Served:
     _fleet: Fleet
 
     @property
-    def metrics(self) -> Metrics:
+    def metrics(self) -> GatewayMetrics:
         return self._fleet.metrics
 
 
