@@ -120,8 +120,11 @@ class Config:
     max_client_message_bytes: int = 64 * 1024 * 1024
     # Messages queued for one slow automation client before it is dropped.
     client_queue_limit: int = 20000
-    # Terminated sessions stay listable this long.
+    # Terminated sessions stay listable this long, then are deleted: at a
+    # worker's start and every session_purge_interval_s while it runs (a
+    # fleet's gateways do the same in the shared store).
     session_retention_s: float = 7 * 24 * 3600.0
+    session_purge_interval_s: float = 600.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     # When set, `serve` writes the bound addresses here as JSON once ready.
@@ -183,6 +186,10 @@ class Config:
     # A gateway takes a worker silent this long for lost: out of placement,
     # its sessions ended WORKER_LOST, its relayed clients closed.
     worker_lost_after_s: float = 15.0
+    # A gateway deletes the store's row of a worker silent this long once
+    # none of its sessions is left unfinished (a worker has a new id at
+    # every start: without this, every restart would leave a row behind).
+    worker_forget_after_s: float = 600.0
     # A gateway hands out each worker's own automation URL instead of its
     # own, for clients inside the cluster that want no extra hop.
     gateway_direct_endpoints: bool = False
@@ -264,9 +271,13 @@ class Config:
             "store_timeout_s",
             "heartbeat_interval_s",
             "worker_lost_after_s",
+            "session_retention_s",
+            "session_purge_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive")
+        if self.worker_forget_after_s < self.worker_lost_after_s:
+            raise ConfigError("worker_forget_after_s: must be at least worker_lost_after_s")
         if self.store_url and not self.store_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("store_url: must be empty (the state file) or postgresql://...")
         if self.http_api_auth not in ("sigv4", "none"):

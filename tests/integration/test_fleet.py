@@ -303,6 +303,66 @@ async def test_a_gateway_s_metrics_show_the_fleet_its_relay_and_a_worker_that_we
     assert "sandbox_sessions_started_total" not in after.names()  # a worker's, not here
 
 
+async def test_a_gateway_forgets_ended_sessions_their_tokens_and_workers_gone_for_good(
+    tmp_path: Path, pg: Postgres
+) -> None:
+    retention = {"session_retention_s": 1.0, "session_purge_interval_s": 0.5}
+    token = lambda n: f"forget-{n:032d}"  # noqa: E731
+    async with (
+        fleet_worker(tmp_path, pg, "w0", **retention) as stays,
+        running_gateway(tmp_path, pg, worker_forget_after_s=LOST_AFTER_S, **retention) as gateway,
+    ):
+        directory, forward = gateway.server.fleet.directory, gateway.server.fleet.forward
+        async with fleet_worker(tmp_path, pg, "w1", **retention) as goes:
+            await eventually(lambda: len(directory.fresh()) == 2)
+            # The second Start goes to the other worker (more room, or its turn).
+            ended = [await gateway.start(client_token=token(n)) for n in range(2)]
+            for session in ended:
+                await gateway.stop(session.session_id)
+            owners = {owner_of(pg, s.session_id) for s in ended}
+            gone = goes.server.worker_id, f"127.0.0.1:{goes.server.link_port}"
+            known_before = gone[0] in directory.placed and gone[1] in forward.addresses
+        await eventually(lambda: gone[0] not in {w.worker_id for w in directory.fresh()})
+        running = await gateway.start(client_token=token(2))
+        left = await eventually(
+            lambda: _store_rows_when(pg, [stays.server.worker_id], [running.session_id]),
+            timeout=LOST_AFTER_S + 15,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as purged:
+            await gateway.get(ended[0].session_id)
+        # What the gateway kept about the gone worker goes at its next read.
+        await eventually(
+            lambda: (
+                gone[0] not in {*directory.placed, *directory.pending}
+                and gone[1] not in forward.addresses
+            )
+        )
+        await gateway.stop(running.session_id)
+    assert owners == {stays.server.worker_id, gone[0]} and known_before
+    assert purged.value.code() == grpc.StatusCode.NOT_FOUND
+    # The running session's token stays; the ended ones' go.
+    assert left["claims"] == [token(2)]
+
+
+def _store_rows_when(
+    pg: Postgres, workers: list[str], sessions: list[str]
+) -> dict[str, list[str]] | None:
+    left = _store_rows(pg)
+    return left if (left["workers"], left["sessions"]) == (workers, sessions) else None
+
+
+def _store_rows(pg: Postgres) -> dict[str, list[str]]:
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        return {
+            table: sorted(str(r[0]) for r in conn.execute(query).fetchall())
+            for table, query in (
+                ("workers", "SELECT worker_id FROM workers"),
+                ("sessions", "SELECT session_id FROM sessions"),
+                ("claims", "SELECT client_token FROM start_claims"),
+            )
+        }
+
+
 async def _scrape_showing(port: int, name: str, value: float | None = None) -> Scrape | None:
     """A scrape in which `name` is `value` (or, without one, not 0)."""
     seen = await scrape_port(port)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from helpers.workers import (
     worker_processes,
 )
 from worker.pb import sandbox_pb2 as pb
+from worker.sessions.model import READY, SessionRecord, Viewport
+from worker.sessions.postgres_store import PostgresStore
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +180,31 @@ def test_the_schema_migrates_once_when_many_processes_start_at_once(pg: Postgres
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     versions = [v for (v,) in rows(pg, "SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == [1, 2]  # each step once
+    assert versions == [1, 2, 3]  # each step once
+
+
+async def test_a_silent_worker_is_forgotten_only_once_none_of_its_sessions_is_unfinished(
+    pg: Postgres,
+) -> None:
+    store = await PostgresStore.open(pg.url, 10)
+    try:
+        await store.heartbeat("wSilent", {"capacity": 1})
+        record = SessionRecord(
+            "S1", "aws.browser.v1", "s", "chromium", 900, Viewport(1280, 720), 0.0, 0.0, READY
+        )
+        await store.put_sessions("wSilent", [record])
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("UPDATE workers SET heartbeat_at = now() - interval '1 hour'")
+        kept = await store.forget(retention_s=60, worker_after_s=60)
+        # Until a gateway ends its session WORKER_LOST, the row is what says where it ran.
+        lost = await store.mark_lost("wSilent", time.time())
+        gone = await store.forget(retention_s=60, worker_after_s=60)
+    finally:
+        await store.close()
+    assert kept.workers == 0 and lost == ["S1"]
+    assert gone.workers == 1 and rows(pg, "SELECT worker_id FROM workers") == []
+    # The ended session stays for the retention: it ended just now.
+    assert gone.sessions == 0 and rows(pg, "SELECT session_id FROM sessions") == [("S1",)]
 
 
 async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_reconnects(

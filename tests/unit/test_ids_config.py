@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker import ids
-from worker.config import Config, ConfigError
+from worker.config import ENV_PREFIX, Config, ConfigError
 
 
 def test_session_ids_fit_the_hosted_pattern_and_sort_by_creation_time() -> None:
@@ -52,3 +52,31 @@ def test_config_is_frozen() -> None:
     config = Config.from_env({})
     with pytest.raises(AttributeError):
         config.max_sessions = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"session_retention_s": 0}, "session_retention_s: must be positive"),
+        ({"session_purge_interval_s": -1}, "session_purge_interval_s: must be positive"),
+        (
+            {"worker_lost_after_s": 30, "worker_forget_after_s": 20},
+            "worker_forget_after_s: must be at least worker_lost_after_s",
+        ),
+    ],
+)
+def test_config_refuses_retention_settings_that_would_delete_too_soon(
+    fields: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Config.from_env({}, **fields)
+
+
+def test_every_setting_is_documented_with_its_variable() -> None:
+    documented = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [
+        name
+        for name in Config.__dataclass_fields__
+        if f"`{ENV_PREFIX}{name.upper()}`" not in documented
+    ]
+    assert not missing

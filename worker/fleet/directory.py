@@ -81,6 +81,7 @@ class Directory:
         if not self.reachable:
             self.reachable, self._reachable_since = True, time.monotonic()
         self.workers = {wid: WorkerView.from_heartbeat(wid, body, age) for wid, body, age in rows}
+        self._forget_unlisted()
         watched = time.monotonic() - self._reachable_since
         newly = []
         for view in self.workers.values():
@@ -90,6 +91,15 @@ class Directory:
                 self._lost.add(view.worker_id)
                 newly.append(Lost(view.worker_id, await self._lose(view)))
         return newly
+
+    def _forget_unlisted(self) -> None:
+        """Drop what this gateway kept about workers the store no longer
+        lists (a worker has a new id at every start: kept, these would
+        grow with every restart in the fleet)."""
+        listed = self.workers.keys()
+        self._lost = {w for w in self._lost if w in listed}
+        self.placed = {w: n for w, n in self.placed.items() if w in listed}
+        self.pending = {w: n for w, n in self.pending.items() if n or w in listed}
 
     async def _lose(self, view: WorkerView) -> int:
         ended = await self._store.mark_lost(view.worker_id, time.time())

@@ -100,6 +100,20 @@ class Forwarder:
             self._stubs[(address, service)] = stub
         return stub
 
+    @property
+    def addresses(self) -> set[str]:
+        """The workers' addresses this gateway keeps a connection to."""
+        return {*self._links, *self._channels}
+
+    async def forget(self, addresses: set[str]) -> None:
+        """Close the connections to addresses no worker has any more."""
+        for address in [a for a in self._links if a not in addresses]:
+            await self._links.pop(address).close()
+        for address in [a for a in self._channels if a not in addresses]:
+            await self._channels.pop(address).close()
+            for key in [k for k in self._stubs if k[0] == address]:
+                del self._stubs[key]
+
     async def close(self) -> None:
         for link in self._links.values():
             await link.close()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 
 import grpc
 import structlog
@@ -165,6 +166,7 @@ class GatewayServer:
         """Placement's view every half second; the store's reachability is
         the gateway's readiness."""
         serving = True
+        purge_at = time.monotonic()
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
@@ -185,6 +187,37 @@ class GatewayServer:
                 if self._relay is not None:
                     closed = self._relay.drop(found.worker_id)
                     log.info("gateway.clients_closed", worker_id=found.worker_id, clients=closed)
+            if serving and time.monotonic() >= purge_at:
+                purge_at = time.monotonic() + self.config.session_purge_interval_s
+                await self._purge()
+            await self._forget_unlisted(directory)
+
+    async def _purge(self) -> None:
+        """Delete what the fleet no longer needs from the store (any
+        gateway may: deleting twice is harmless); a failure waits for the
+        next turn."""
+        assert self._store is not None
+        config = self.config
+        try:
+            gone = await self._store.forget(
+                config.session_retention_s, config.worker_forget_after_s
+            )
+        except Exception:
+            log.exception("gateway.purge_failed")
+            return
+        if gone.sessions or gone.claims or gone.workers:
+            log.info(
+                "gateway.store_purged",
+                sessions=gone.sessions,
+                client_tokens=gone.claims,
+                workers=gone.workers,
+            )
+
+    async def _forget_unlisted(self, directory: Directory) -> None:
+        """Close the connections to workers the store no longer lists."""
+        assert self._forward is not None
+        listed = {a for w in directory.workers.values() for a in (w.link, w.grpc) if a}
+        await self._forward.forget(listed)
 
     async def _set_health(self, status: int) -> None:
         await self._health.set("", status)

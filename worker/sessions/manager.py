@@ -56,6 +56,7 @@ from worker.sessions.model import (
 from worker.sessions.pool import PooledBrowser, WarmPool
 from worker.sessions.profiles import ProfileCatalog
 from worker.sessions.registry import Registry
+from worker.sessions.retention import Retention
 from worker.sessions.session import Session
 from worker.sessions.shared_store import LocalShared, SessionIndex, SharedStore
 from worker.sessions.store import Store
@@ -90,6 +91,7 @@ class SessionManager:
         )
         self.browsers = BrowserCatalog(config, shared, self.registry)
         self.profiles = ProfileCatalog(config, shared)
+        self.retention = Retention(config, store)
         # Without a cgroup per session, a memory limit is held by sampling.
         self.memory_budget = (
             MemoryBudget(config, self.host.metrics, lambda: list(self.live.values()))
@@ -134,6 +136,7 @@ class SessionManager:
         if spooled:
             log.warning("worker.recordings_recovered", sessions=spooled)
         self.pool.start()
+        self.retention.start()
         if self.memory_budget is not None:
             self.memory_budget.start()
 
@@ -141,6 +144,7 @@ class SessionManager:
         """Drain, then release what the sessions shared: their cgroups, and
         the recorder (after the sessions: their last batches are spooled)."""
         await self.drain(drain_timeout)
+        await self.retention.stop()
         if self.memory_budget is not None:
             await self.memory_budget.stop()  # after the drain: sessions ran till then
         if self.cgroups is not None:

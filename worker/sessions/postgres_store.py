@@ -94,6 +94,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE sessions ADD COLUMN token_sha256 text NOT NULL DEFAULT '';
         """,
     ),
+    (
+        3,
+        """
+        -- What `forget` deletes, found without reading every row.
+        CREATE INDEX sessions_ended ON sessions (updated_at) WHERE status = 'TERMINATED';
+        CREATE INDEX start_claims_by_age ON start_claims (claimed_at);
+        """,
+    ),
 )
 
 T = TypeVar("T")
@@ -103,6 +111,15 @@ def describe(url: str) -> str:
     """host:port/db of a store URL, for logs and errors: no user, no password."""
     parts = urllib.parse.urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Forgotten:
+    """What one `forget` deleted."""
+
+    sessions: int
+    claims: int
+    workers: int
 
 
 class PostgresStore:
@@ -371,6 +388,36 @@ class PostgresStore:
             (worker_id, session_ids),
         )
         return [str(r[0]) for r in rows]
+
+    async def forget(self, retention_s: float, worker_after_s: float) -> Forgotten:
+        """Delete what the fleet no longer needs: sessions that ended more
+        than the retention ago, clientToken claims as old whose session is
+        not running, and workers silent for `worker_after_s` none of whose
+        sessions is unfinished (while one is, the row is what lets a
+        gateway end it WORKER_LOST)."""
+
+        async def delete(conn: psycopg.AsyncConnection[Any]) -> Forgotten:
+            async with conn.transaction():
+                sessions = await conn.execute(
+                    "DELETE FROM sessions WHERE status = 'TERMINATED' AND updated_at < %s",
+                    (time.time() - retention_s,),
+                )
+                claims = await conn.execute(
+                    "DELETE FROM start_claims c"
+                    " WHERE claimed_at < now() - %s * interval '1 second'"
+                    " AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.browser_id = c.browser_id"
+                    " AND s.client_token = c.client_token AND s.status <> 'TERMINATED')",
+                    (retention_s,),
+                )
+                workers = await conn.execute(
+                    "DELETE FROM workers w WHERE heartbeat_at < now() - %s * interval '1 second'"
+                    " AND NOT EXISTS (SELECT 1 FROM sessions s"
+                    " WHERE s.worker_id = w.worker_id AND s.status <> 'TERMINATED')",
+                    (worker_after_s,),
+                )
+                return Forgotten(sessions.rowcount, claims.rowcount, workers.rowcount)
+
+        return await self.with_connection(delete)
 
     async def workers(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every worker: id, what it last said, seconds since it said it."""
