@@ -135,8 +135,17 @@ class StreamRelay:
         try:
             await joined.run(reader, up_reader)
         finally:
-            self._open.get(worker.worker_id, set()).discard(joined)
+            self._forget(worker.worker_id, joined)
             up_writer.close()
+
+    def _forget(self, worker_id: str, joined: _Joined) -> None:
+        """A relayed connection ended: no trace of it, or of its worker
+        once it has none (worker ids are new at every start)."""
+        group = self._open.get(worker_id)
+        if group is not None:
+            group.discard(joined)
+            if not group:
+                del self._open[worker_id]
 
     async def _refuse(self, writer: asyncio.StreamWriter, status: int, text: str) -> None:
         self._metrics.automation_refused.labels(HTTPStatus(status).phrase.lower()).inc()
