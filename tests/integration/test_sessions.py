@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import os
 import signal
 import stat
@@ -20,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from helpers.faults import report_fault
 from helpers.recordings import local_metadata, recording_browser
+from helpers.references import holders
 from helpers.waits import eventually
 from helpers.workers import (
     RunningWorker,
@@ -177,38 +177,10 @@ async def test_an_ended_session_is_freed_without_the_cycle_collector(
             try:
                 await eventually(lambda: session() is None, timeout=30)
             except AssertionError:
-                held = "\n".join(_holders(session()))
+                held = "\n".join(holders(session()))
                 raise AssertionError(f"still held by:\n{held}") from None
         finally:
             gc.enable()
-
-
-def _holders(obj: object, depth: int = 6) -> list[str]:
-    """What refers to an object that should be gone, and what refers to
-    those, `depth` levels up (for the failure message): a method or a
-    function is named."""
-    seen = {id(obj)}
-    lines: list[str] = []
-
-    def walk(target: object, level: int) -> None:
-        referrers = gc.get_referrers(target)
-        seen.add(id(referrers))
-        for ref in referrers:
-            if id(ref) in seen or getattr(ref, "f_code", None) in own_code:
-                continue
-            seen.add(id(ref))
-            name = type(ref).__qualname__
-            if inspect.ismethod(ref):
-                name = f"method {ref.__func__.__qualname__}"
-            elif inspect.isfunction(ref):
-                name = f"function {ref.__qualname__}"
-            lines.append("  " * level + name)
-            if level + 1 < depth and len(lines) < 120:
-                walk(ref, level + 1)
-
-    own_code = (walk.__code__, _holders.__code__)
-    walk(obj, 0)
-    return lines
 
 
 async def test_capacity_full_is_resource_exhausted_until_a_session_ends(

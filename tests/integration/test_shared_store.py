@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import psycopg
 import pytest
 
 from helpers.postgres import Postgres, postgres
+from helpers.references import holders
 from helpers.waits import eventually
 from helpers.workers import (
     RunningWorker,
@@ -33,6 +35,7 @@ from helpers.workers import (
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions.model import READY, SessionRecord, Viewport
 from worker.sessions.postgres_store import PostgresStore
+from worker.sessions.session import Session
 
 pytestmark = pytest.mark.integration
 
@@ -219,11 +222,27 @@ async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_rec
                 with pytest.raises(grpc.aio.AioRpcError) as down:
                     await worker.browsers.CreateBrowser(pb.CreateBrowserRequest(name="during"))
                 # A Start the fleet could not be told of is refused, and
-                # its browser ended, not left running unreachable.
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await worker.start()
-                assert set(worker.server.manager.live) == {started.session_id}
-                others = await eventually(lambda: not other_browsers(worker, started), timeout=10)
+                # its browser ended, not left running unreachable; with the
+                # cycle collector off, the session object is freed too.
+                gc.disable()
+                try:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await worker.start()
+                    assert set(worker.server.manager.live) == {started.session_id}
+                    others = await eventually(
+                        lambda: not other_browsers(worker, started), timeout=10
+                    )
+                    try:
+                        freed = await eventually(lambda: len(_sessions_alive()) == 1, timeout=10)
+                    except AssertionError:
+                        [left] = [
+                            s
+                            for s in _sessions_alive()
+                            if s.record.session_id != started.session_id
+                        ]
+                        raise AssertionError("\n".join(holders(left))) from None
+                finally:
+                    gc.enable()
                 # The session is untouched: its page still answers.
                 assert await page.evaluate("1 + 1") == 2
             finally:
@@ -252,5 +271,9 @@ async def test_a_store_restart_costs_running_sessions_nothing_and_the_worker_rec
         details = error.details() or ""
         assert f"the store at 127.0.0.1:{pg.port}/postgres is unavailable" in details
         assert PASSWORD not in details
-    assert others
+    assert others and freed
     assert back.name == "after" and stopped
+
+
+def _sessions_alive() -> list[Session]:
+    return [o for o in gc.get_objects() if isinstance(o, Session)]

@@ -19,6 +19,7 @@ from service.conftest import fake_config
 
 from helpers.waits import eventually
 from helpers.workers import RunningWorker, running_worker
+from worker.errors import WorkerError
 from worker.pb import sandbox_pb2 as pb
 from worker.sessions import session as session_module
 
@@ -222,3 +223,21 @@ async def test_an_ended_warm_session_is_freed_without_the_cycle_collector(
             await eventually(lambda: session() is None)
         finally:
             gc.enable()
+
+
+async def test_a_refusal_is_answered_and_dropped_without_the_cycle_collector(
+    worker: RunningWorker,
+) -> None:
+    """A refused call's error, and the frames of the call in its traceback
+    (a failed Start's session among them, in a fleet), is freed once the
+    refusal is sent, not kept by gRPC's abort until a collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        error = await refused(worker.get("01ABSENTSESSION0000000000"))
+        left = await eventually(
+            lambda: not [o for o in gc.get_objects() if isinstance(o, WorkerError)]
+        )
+    finally:
+        gc.enable()
+    assert error.code() == grpc.StatusCode.NOT_FOUND and left

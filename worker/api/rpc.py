@@ -59,30 +59,33 @@ def rpc(
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=handler.__name__)
         metrics: DaemonMetrics = self.metrics
         started, code = time.perf_counter(), "OK"
+        refused: WorkerError = Internal()
         try:
             return await handler(self, request, context)
         except WorkerError as err:
             code = err.code.name
             log.info("rpc.refused", code=code, detail=err.message)
-            await _refuse(context, err)
+            refused = err
         except Exception:
             code = "INTERNAL"
             log.exception("rpc.internal_error")
-            await _refuse(context, Internal())
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "rpc")
             metrics.rpc_requests.labels(handler.__name__, code).inc()
             metrics.rpc_seconds.labels(handler.__name__).observe(time.perf_counter() - started)
-        raise AssertionError("unreachable: a refusal raises")
+        if isinstance(context, InProcessContext):
+            raise refused from None  # the HTTP edge maps it, field and reason apart
+        # Aborted out here, not in the except blocks, with the refusal's
+        # parts only: gRPC keeps its abort error a while, and as that
+        # error's context the refusal, with every frame of the call in its
+        # traceback (a failed Start's session among them), would stay too.
+        status, field, message = refused.code, refused.field, refused.message
+        del refused
+        context.set_trailing_metadata(((REFUSED_KEY, "1"), (FIELD_KEY, field)))
+        await context.abort(status, message)
+        raise AssertionError("unreachable: abort raises")
 
     return wrapper
-
-
-async def _refuse(context: Any, error: WorkerError) -> None:
-    if isinstance(context, InProcessContext):
-        raise error from None
-    context.set_trailing_metadata(((REFUSED_KEY, "1"), (FIELD_KEY, error.field)))
-    await context.abort(error.code, error.message)
 
 
 # Codes a forwarded call may answer with, as the errors that carry them.

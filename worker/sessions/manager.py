@@ -240,6 +240,11 @@ class SessionManager:
                 # as it is up, instead of leaving it to run until its timeout.
                 task.add_done_callback(lambda _t: session.close_soon(STOPPED))
             raise
+        finally:
+            # A failed start's error, raised here from the task that holds
+            # it, has this frame in its traceback: without the task among
+            # this frame's locals, no cycle keeps the failed session.
+            del task
         return Started(started.record, started.token)
 
     async def _indexed(
@@ -258,10 +263,16 @@ class SessionManager:
             with contextlib.suppress(Exception):
                 await asyncio.shield(entered)
         error = entered.exception()
-        if error is not None:
-            await started.close(START_FAILED)
+        if error is None:
+            return started
+        await started.close(START_FAILED)
+        try:
             raise error
-        return started
+        finally:
+            # The error's traceback holds this frame: without these locals
+            # (the task that holds the error, the session), no cycle keeps
+            # the closed session for the cycle collector to find.
+            del error, entered, started
 
     async def _profile_state(self, profile_id: str) -> dict[str, Any] | None:
         if not profile_id:
