@@ -12,10 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from service.conftest import fake_config
 
 from helpers.workers import RunningWorker, running_worker
+
+START = "/browsers/aws.browser.v1/sessions/start"
+LIST = "/browsers/aws.browser.v1/sessions/list"
 
 
 @pytest_asyncio.fixture
@@ -128,3 +132,41 @@ async def test_a_signed_request_whose_host_does_not_parse_is_access_denied(
     assert head.startswith(b"HTTP/1.1 403 ")
     assert b"x-amzn-ErrorType: AccessDeniedException" in head
     assert b"does not parse" in body
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "reason"),
+    [
+        (START, {"sessionTimeoutSeconds": "60"}, "sessionTimeoutSeconds", "must be an integer"),
+        (START, {"sessionTimeoutSeconds": 60.5}, "sessionTimeoutSeconds", "must be an integer"),
+        (START, {"viewPort": []}, "viewPort", "must be an object"),
+        (START, {"viewPort": {"width": "800"}}, "viewPort.width", "must be an integer"),
+        (START, {"name": 5}, "name", "must be a string"),
+        (START, {"certificates": {}}, "certificates", "must be a list"),
+        (START, {"certificates": [5]}, "certificates[0]", "must be an object"),
+        (
+            START,
+            {"proxyConfiguration": {"proxies": "p"}},
+            "proxyConfiguration.proxies",
+            "must be a list",
+        ),
+        (LIST, {"status": "RUNNING"}, "status", "must be one of READY, TERMINATED, STARTING"),
+        (LIST, {"maxResults": True}, "maxResults", "must be an integer"),
+    ],
+)
+async def test_a_value_of_the_wrong_json_type_is_refused_naming_its_path(
+    open_worker: RunningWorker, path: str, body: dict[str, Any], field: str, reason: str
+) -> None:
+    status, kind, answer = await call(open_worker, "POST" if path == LIST else "PUT", path, body)
+    assert (status, kind, answer["reason"]) == (400, "ValidationException", "FieldValidationFailed")
+    assert answer["fieldList"] == [{"name": field, "message": reason}]
+    manager = open_worker.server.manager
+    assert manager is not None and not manager.live  # nothing was started
+
+
+async def test_a_whole_number_written_as_a_float_is_still_an_integer(
+    open_worker: RunningWorker,
+) -> None:
+    status, _, started = await call(open_worker, "PUT", START, {"sessionTimeoutSeconds": 60.0})
+    assert status == 200
+    await open_worker.stop(started["sessionId"])

@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 from google.protobuf.json_format import ParseDict, ParseError
 
-from worker.api import hosted_catalog, sigv4
+from worker.api import hosted_catalog, hosted_json, sigv4
 from worker.api import hosted_shapes as shapes
 from worker.api.rpc import InProcessContext
 from worker.errors import WorkerError
@@ -200,6 +200,10 @@ def _message(cls: Any, values: dict[str, Any]) -> Any:
     for name in UNSUPPORTED:
         if name in values:
             raise Refused.invalid(name, "is not supported by this worker")
+    try:
+        hosted_json.check(cls.DESCRIPTOR, values)
+    except hosted_json.WrongType as err:
+        raise Refused.invalid(err.path, err.reason) from None
     try:
         return ParseDict(values, cls(), ignore_unknown_fields=True)
     except ParseError as err:
