@@ -20,6 +20,7 @@ from helpers.workers import RunningWorker, running_worker
 
 START = "/browsers/aws.browser.v1/sessions/start"
 LIST = "/browsers/aws.browser.v1/sessions/list"
+STOP = "/browsers/aws.browser.v1/sessions/stop?sessionId=01ABSENTSESSION0000000000"
 
 
 @pytest_asyncio.fixture
@@ -152,12 +153,20 @@ async def test_a_signed_request_whose_host_does_not_parse_is_access_denied(
         ),
         (LIST, {"status": "RUNNING"}, "status", "must be one of READY, TERMINATED, STARTING"),
         (LIST, {"maxResults": True}, "maxResults", "must be an integer"),
+        (
+            STOP,
+            {"clientToken": 12345678901234567890123456789012345},
+            "clientToken",
+            "must be a string",
+        ),
+        ("/browser-profiles", {"name": ["p"]}, "name", "must be a string"),
     ],
 )
 async def test_a_value_of_the_wrong_json_type_is_refused_naming_its_path(
     open_worker: RunningWorker, path: str, body: dict[str, Any], field: str, reason: str
 ) -> None:
-    status, kind, answer = await call(open_worker, "POST" if path == LIST else "PUT", path, body)
+    method = "PUT" if path in (START, STOP) else "POST"
+    status, kind, answer = await call(open_worker, method, path, body)
     assert (status, kind, answer["reason"]) == (400, "ValidationException", "FieldValidationFailed")
     assert answer["fieldList"] == [{"name": field, "message": reason}]
     manager = open_worker.server.manager

@@ -285,14 +285,13 @@ async def list_sessions(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
 
 
 async def stop_session(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]]:
-    trace = _trace_headers(call)
-    request = pb.StopBrowserSessionRequest(
-        browser_identifier=call.path["browser"],
-        session_id=call.query.get("sessionId", ""),
-        client_token=str(call.body.get("clientToken", "")),
-        trace_id=trace.get("traceId", ""),
-        trace_parent=trace.get("traceParent", ""),
-    )
+    values = {
+        "clientToken": call.body.get("clientToken"),
+        "browserIdentifier": call.path["browser"],
+        "sessionId": call.query.get("sessionId", ""),
+        **_trace_headers(call),
+    }
+    request = _message(pb.StopBrowserSessionRequest, values)
     s = await api.sessions.StopBrowserSession(request, call.context)
     full = shapes.session_json(s)
     return 200, shapes.pick(full, ("browserIdentifier", "sessionId", "lastUpdatedAt"))
@@ -388,8 +387,8 @@ async def list_profiles(api: HostedAPI, call: Call) -> tuple[int, dict[str, Any]
     request = pb.ListBrowserProfilesRequest(
         max_results=_int(call.query, "maxResults") or 0,
         next_token=call.query.get("nextToken", ""),
-        name=str(call.body.get("name", "")),
     )
+    request.MergeFrom(_message(pb.ListBrowserProfilesRequest, {"name": call.body.get("name")}))
     page = await api.profiles.ListBrowserProfiles(request, call.context)
     items = [shapes.profile_json(p) for p in page.profile_summaries]
     return 200, shapes.listing("profileSummaries", items, page)
