@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import secrets
 import time
@@ -17,11 +18,15 @@ from typing import Any
 
 import pytest
 
+from helpers.waits import eventually
 from worker.api.rpc import rpc
 from worker.errors import Internal, NotFound
+from worker.fleet.forward import Forwarder, WorkerUnreachable
 from worker.fleet.link import MAGIC, NONCE, Method, encode, greet, join, methods, read_frame
 from worker.fleet.link_client import LinkDown, WorkerLink
 from worker.fleet.link_server import LinkServer
+from worker.fleet.metrics import GatewayMetrics
+from worker.fleet.placement import WorkerView
 from worker.metrics import Metrics
 from worker.pb import link_pb2
 from worker.pb import sandbox_pb2 as pb
@@ -246,3 +251,45 @@ async def _joined(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def test_the_gateway_counts_each_forwarded_call_by_how_the_worker_answered() -> None:
+    sessions = Sessions()
+    metrics = GatewayMetrics()
+    forward = Forwarder(KEY, metrics)
+    async with serving(sessions) as address:
+        worker = WorkerView("w1", "", address, "", 1, 0, 0, {}, False, False, 0)
+        await forward.call(
+            worker, "sessions", "StartBrowserSession", pb.StartBrowserSessionRequest(), 5
+        )
+        with pytest.raises(NotFound):
+            await forward.call(
+                worker, "sessions", "GetBrowserSession", pb.GetBrowserSessionRequest(), 5
+            )
+        stop = asyncio.ensure_future(
+            forward.call(
+                worker, "sessions", "StopBrowserSession", pb.StopBrowserSessionRequest(), 5
+            )
+        )
+        await eventually(lambda: sessions.calls[-1:] == ["stop"])
+        stop.cancel()  # the caller gives up
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop
+    gone = dataclasses.replace(worker, worker_id="w2")  # nothing listens there now
+    with pytest.raises(WorkerUnreachable):
+        await forward.call(
+            gone, "sessions", "StartBrowserSession", pb.StartBrowserSessionRequest(), 5
+        )
+    await forward.close()
+    counted = {
+        (method, code): metrics.registry.get_sample_value(
+            "sandbox_fleet_forwarded_calls_total", {"method": method, "code": code}
+        )
+        for method, code in (
+            ("StartBrowserSession", "OK"),
+            ("GetBrowserSession", "NOT_FOUND"),
+            ("StopBrowserSession", "CANCELLED"),
+            ("StartBrowserSession", "UNREACHABLE"),
+        )
+    }
+    assert set(counted.values()) == {1.0}, counted

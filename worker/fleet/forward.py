@@ -46,18 +46,26 @@ class Forwarder:
         timeout: float,
         request_id: str = "",
     ) -> Any:
-        code = "OK"
+        code = "CANCELLED"  # the caller gave up before the worker answered
         try:
             if worker.link:
-                return await self._over_link(
+                answer = await self._over_link(
                     worker.link, service, method, request, timeout, request_id
                 )
-            return await self._over_grpc(worker.grpc, service, method, request, timeout, request_id)
+            else:
+                answer = await self._over_grpc(
+                    worker.grpc, service, method, request, timeout, request_id
+                )
+            code = "OK"
+            return answer
         except WorkerUnreachable:
             code = "UNREACHABLE"
             raise
         except WorkerError as err:
             code = err.code.name
+            raise
+        except Exception:
+            code = "INTERNAL"
             raise
         finally:
             self._metrics.forwarded.labels(method, code).inc()
