@@ -54,7 +54,7 @@ from worker.errors import Unavailable
 from worker.fleet.link import fleet_key
 from worker.fleet.link_server import LinkServer
 from worker.fleet.member import FleetMember
-from worker.lifetime import run_until_signalled
+from worker.lifetime import loop_answers, run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.metrics import Metrics, State
 from worker.network.control import RelayControl
@@ -222,20 +222,12 @@ class WorkerServer:
             # on the event loop, which owns it.
             return asyncio.run_coroutine_threadsafe(manager.state(), loop).result(10)
 
-        def alive() -> bool:
-            # The event loop answers: a wedged daemon fails its liveness probe.
-            try:
-                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
-            except Exception:
-                return False
-            return True
-
         def ready() -> bool:
             return self._serving and manager is not None and not manager.draining
 
         self.metrics.watch(snapshot)
         host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
-        self.metrics_port = self.metrics.serve(host, port, alive, ready)
+        self.metrics_port = self.metrics.serve(host, port, loop_answers(loop), ready)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):

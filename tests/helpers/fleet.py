@@ -44,6 +44,17 @@ def fleet_env(pg: Postgres, tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def daemon_env(pg: Postgres, max_sessions: int) -> dict[str, str]:
+    """The environment of a worker run as its own process (one a test can
+    kill) in a test fleet."""
+    return {
+        "SANDBOX_STORE_URL": pg.url,
+        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
+        "SANDBOX_MAX_SESSIONS": str(max_sessions),
+    }
+
+
 @contextlib.asynccontextmanager
 async def fleet_worker(
     tmp_path: Path, pg: Postgres, name: str, **fields: Any

@@ -28,9 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers.daemon import daemon
 from helpers.fleet import (
-    HEARTBEAT_S,
     LOST_AFTER_S,
     RunningGateway,
+    daemon_env,
     fleet_worker,
     gateway_process,
     owner_of,
@@ -197,12 +197,7 @@ async def _all_listed(gateway: RunningGateway, count: int) -> bool:
 async def test_a_killed_worker_s_sessions_end_worker_lost_and_the_fleet_carries_on(
     tmp_path: Path, pg: Postgres
 ) -> None:
-    env = {
-        "SANDBOX_STORE_URL": pg.url,
-        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
-        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
-        "SANDBOX_MAX_SESSIONS": "2",
-    }
+    env = daemon_env(pg, max_sessions=2)
     victim_dir, other_dir = tmp_path / "victim" / "state", tmp_path / "other" / "state"
     victim_dir.parent.mkdir()
     other_dir.parent.mkdir()
@@ -247,12 +242,7 @@ async def test_a_killed_worker_s_sessions_end_worker_lost_and_the_fleet_carries_
 async def test_a_gateway_s_metrics_show_the_fleet_its_relay_and_a_worker_that_went(
     tmp_path: Path, pg: Postgres
 ) -> None:
-    env = {
-        "SANDBOX_STORE_URL": pg.url,
-        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
-        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
-        "SANDBOX_MAX_SESSIONS": "3",  # more room than the other: Starts go here first
-    }
+    env = daemon_env(pg, max_sessions=3)  # more room than the other: Starts go here first
     victim_dir = tmp_path / "victim" / "state"
     victim_dir.parent.mkdir()
     with daemon(victim_dir, env=env) as (victim, victim_info):
@@ -427,13 +417,7 @@ def test_the_load_generator_runs_its_recorded_scenario_through_a_gateway(
     tmp_path: Path, pg: Postgres, moto: SecretsManager
 ) -> None:
     bucket = moto.bucket()
-    env = {
-        "SANDBOX_STORE_URL": pg.url,
-        "SANDBOX_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
-        "SANDBOX_DEFAULT_FLAVOUR": "headless-shell",
-        "SANDBOX_MAX_SESSIONS": "2",
-        "SANDBOX_RECORDING_STORAGE": "s3",
-    }
+    env = {**daemon_env(pg, max_sessions=2), "SANDBOX_RECORDING_STORAGE": "s3"}
     with contextlib.ExitStack() as stack:
         for n in range(2):
             (tmp_path / f"w{n}").mkdir()

@@ -41,7 +41,7 @@ from worker.fleet.servicers import (
     FleetSessions,
     FleetStatus,
 )
-from worker.lifetime import run_until_signalled
+from worker.lifetime import loop_answers, run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.sessions.postgres_store import PostgresStore
 
@@ -140,17 +140,13 @@ class GatewayServer:
             # the relay are read on the event loop, which owns them.
             return asyncio.run_coroutine_threadsafe(state(), loop).result(10)
 
-        def alive() -> bool:
-            # The event loop answers: a wedged gateway fails its liveness probe.
-            try:
-                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
-            except Exception:
-                return False
-            return True
-
         self.metrics.watch(snapshot)
         host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
-        self.metrics_port = self.metrics.serve(host, port, alive, lambda: directory.reachable)
+
+        def ready() -> bool:
+            return directory.reachable  # without its store a gateway takes no traffic
+
+        self.metrics_port = self.metrics.serve(host, port, loop_answers(loop), ready)
 
     async def _serve_grpc(self, servicers: FleetServicers) -> None:
         server = grpc.aio.server()

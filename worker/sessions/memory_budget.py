@@ -20,13 +20,13 @@ Each sample's cost is observed in `sandbox_session_memory_sample_seconds`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 
 import structlog
 
 from worker.config import Config
+from worker.lifetime import Every
 from worker.metrics import Metrics
 from worker.procfs import private_bytes, process_groups
 from worker.sessions.session import Session
@@ -53,25 +53,14 @@ class MemoryBudget:
         self._metrics = metrics
         self._sessions = sessions  # the live ones, read at each sample
         self._over_since: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        # A failed sample does not end the watch: the next one runs.
+        self._timer = Every(self._interval, self.check, "worker.memory_budget_failed")
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except Exception:  # a failed sample must not end the watch
-                log.exception("worker.memory_budget_failed")
+        await self._timer.stop()
 
     async def check(self) -> list[str]:
         """One sample; returns the ids of the sessions it ended."""

@@ -5,13 +5,12 @@ keeps a week of history, not months of it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
 import structlog
 
 from worker.config import Config
+from worker.lifetime import Every
 from worker.sessions.store import Store
 
 log = structlog.get_logger(__name__)
@@ -20,19 +19,14 @@ log = structlog.get_logger(__name__)
 class Retention:
     def __init__(self, config: Config, store: Store) -> None:
         self._keep_s = config.session_retention_s
-        self._every_s = config.session_purge_interval_s
         self._store = store
-        self._task: asyncio.Task[None] | None = None
+        self._timer = Every(config.session_purge_interval_s, self._step, "worker.purge_failed")
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._timer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._timer.stop()
 
     def purge(self) -> int:
         """Delete the sessions that ended more than the retention ago."""
@@ -41,10 +35,5 @@ class Retention:
             log.info("worker.sessions_purged", sessions=purged)
         return purged
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every_s)
-            try:
-                self.purge()
-            except Exception:  # a failed purge is tried again next time
-                log.exception("worker.purge_failed")
+    async def _step(self) -> None:
+        self.purge()
