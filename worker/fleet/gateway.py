@@ -6,8 +6,9 @@ Start, in order: the store (migrated), the directory of workers, the stream
 relay (its port makes the public endpoint URL), gRPC, the hosted HTTP API,
 metrics with /readyz following the store, then a refresh every half second
 that keeps placement current and closes the relayed clients of lost
-workers. Stop: NOT_SERVING, then the front doors, the relay, the channels
-to workers, the store.
+workers, and a purge every `session_purge_interval_s` of what the fleet
+no longer needs. Stop: NOT_SERVING, the timers, then the front doors, the
+relay, the channels to workers, the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 
 import grpc
 import structlog
@@ -41,7 +41,7 @@ from worker.fleet.servicers import (
     FleetSessions,
     FleetStatus,
 )
-from worker.lifetime import loop_answers, run_until_signalled
+from worker.lifetime import Every, loop_answers, run_until_signalled
 from worker.listen import bind_grpc, split_host_port, url_host
 from worker.sessions.postgres_store import PostgresStore
 
@@ -64,6 +64,7 @@ class GatewayServer:
         self._forward: Forwarder | None = None
         self._health = health.aio.HealthServicer()
         self._refresher: asyncio.Task[None] | None = None
+        self._purger: Every | None = None
         self._stopped = False
 
     async def start(self) -> None:
@@ -95,6 +96,10 @@ class GatewayServer:
             self._serve_metrics(directory)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._refresher = asyncio.ensure_future(self._refresh(directory))
+        self._purger = Every(
+            config.session_purge_interval_s, lambda: self._purge(directory), "gateway.purge_failed"
+        )
+        self._purger.start()
         self._write_ready_file(public)
         log.info(
             "gateway.ready",
@@ -162,7 +167,6 @@ class GatewayServer:
         """Placement's view every half second; the store's reachability is
         the gateway's readiness."""
         serving = True
-        purge_at = time.monotonic()
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
@@ -183,24 +187,18 @@ class GatewayServer:
                 if self._relay is not None:
                     closed = self._relay.drop(found.worker_id)
                     log.info("gateway.clients_closed", worker_id=found.worker_id, clients=closed)
-            if serving and time.monotonic() >= purge_at:
-                purge_at = time.monotonic() + self.config.session_purge_interval_s
-                await self._purge()
             await self._forget_unlisted(directory)
 
-    async def _purge(self) -> None:
+    async def _purge(self, directory: Directory) -> None:
         """Delete what the fleet no longer needs from the store (any
-        gateway may: deleting twice is harmless); a failure waits for the
-        next turn."""
+        gateway may: deleting twice is harmless). On a timer of its own, so
+        a long first purge of an old store never holds up placement's view;
+        skipped while the store is out of reach."""
         assert self._store is not None
-        config = self.config
-        try:
-            gone = await self._store.forget(
-                config.session_retention_s, config.worker_forget_after_s
-            )
-        except Exception:
-            log.exception("gateway.purge_failed")
+        if not directory.reachable:
             return
+        config = self.config
+        gone = await self._store.forget(config.session_retention_s, config.worker_forget_after_s)
         if gone.sessions or gone.claims or gone.workers:
             log.info(
                 "gateway.store_purged",
@@ -244,6 +242,8 @@ class GatewayServer:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self._purger is not None:
+            await self._purger.stop()
         if self._http_api is not None:
             await self._http_api.stop()
         if self._grpc is not None:
