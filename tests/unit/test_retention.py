@@ -25,15 +25,16 @@ def record(session_id: str, status: str, ended_ago_s: float) -> SessionRecord:
 
 async def test_ended_sessions_past_the_retention_go_while_the_worker_runs(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
+    config = Config.from_env({}, session_retention_s=7 * DAY, session_purge_interval_s=0.05)
+    retention = Retention(config, store)
+    retention.start()
+    # Written after the purge at start: only the timer's purge can take them.
     for session_id, status, ago in (
         ("old-ended", TERMINATED, 8 * DAY),
         ("new-ended", TERMINATED, DAY),
         ("old-running", READY, 8 * DAY),
     ):
         store.put_session(record(session_id, status, ago))
-    config = Config.from_env({}, session_retention_s=7 * DAY, session_purge_interval_s=0.05)
-    retention = Retention(config, store)
-    retention.start()
     try:
         for _ in range(100):  # up to 5 s
             if store.get_session("old-ended") is None:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.fleet.placement import WorkerView
+from worker.fleet.placement import WorkerView, fleet_capacity
 from worker.metrics import DaemonMetrics
 
 # A worker's state as the fleet gauges count it: "silent" is out of
@@ -87,7 +87,8 @@ class FleetCollector(Collector):
             1 if state.store_up else 0,
         )
         counted = {name: 0 for name in STATES}
-        capacity = in_use = 0
+        capacity, _ = fleet_capacity(list(state.workers), state.lost_after_s)
+        in_use = 0
         warm: dict[str, int] = {}
         for view in state.workers:
             found = worker_state(view, state.lost_after_s)
@@ -97,8 +98,6 @@ class FleetCollector(Collector):
             if found == "silent":
                 continue
             in_use += view.in_use
-            if found != "draining":
-                capacity += view.capacity
             for flavour, count in view.warm.items():
                 warm[flavour] = warm.get(flavour, 0) + count
         workers = GaugeMetricFamily(

@@ -1,7 +1,8 @@
 """What a worker does at start about the run before it, which may have been
 killed: kill its browsers (by cgroup, and by the directories they name),
 remove their directories, and mark its unfinished sessions TERMINATED with
-WORKER_RESTARTED. Ended sessions past their retention are purged."""
+WORKER_RESTARTED. (Ended sessions past their retention are the
+retention's to delete: worker.sessions.retention.)"""
 
 from __future__ import annotations
 
@@ -43,13 +44,11 @@ def reap(config: Config, store: Store, cgroups: Cgroups | None) -> int:
         record.termination_reason = WORKER_RESTARTED
         record.updated_at = now
         store.put_session(record)
-    purged = store.purge_terminated(now - config.session_retention_s)
-    if killed or leftover or stale or purged:
+    if killed or leftover or stale:
         log.warning(
             "worker.recovered",
             processes_killed=killed,
             directories_removed=len(leftover),
             sessions_terminated=len(stale),
-            sessions_purged=purged,
         )
     return killed

@@ -23,6 +23,8 @@ class Retention:
         self._timer = Every(config.session_purge_interval_s, self._step, "worker.purge_failed")
 
     def start(self) -> None:
+        """Purge now (what a stopped worker kept past its time), then on the timer."""
+        self.purge()
         self._timer.start()
 
     async def stop(self) -> None:
